@@ -1,0 +1,43 @@
+# ww_assets — fresh-machine entry points. Every target creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+WW_HOME ?= .ww
+export WW_HOME
+DAGSTER_HOME := $(abspath $(WW_HOME))/dagster
+export DAGSTER_HOME
+DEMO_DAYS ?= 3
+DEMO_TAGS ?= 150
+
+.PHONY: install demo dev test bench clean
+
+$(BIN)/ww: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/ww
+
+install: $(BIN)/ww
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+## demo: an emulated plant, its catalog, the last DEMO_DAYS days backfilled through Dagster, status
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(WW_HOME)/historian.sqlite || $(BIN)/ww simulate create --days $(DEMO_DAYS) --tags $(DEMO_TAGS)
+	$(BIN)/ww simulate extend
+	$(BIN)/ww backfill --days $(DEMO_DAYS)
+	$(BIN)/ww status
+
+## dev: the Dagster UI on http://localhost:3000 with embedded defaults
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(WW_HOME)/historian.sqlite || $(BIN)/ww simulate create --days $(DEMO_DAYS) --tags $(DEMO_TAGS)
+	$(BIN)/dagster dev -w workspace.yaml -p 3000
+
+## test: the whole suite
+test: install
+	$(BIN)/pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf $(WW_HOME) .pytest_cache

@@ -1,0 +1,1 @@
+"""ww_assets: a Dagster code location keeping a ClickHouse copy of an AVEVA Historian."""

@@ -1,0 +1,198 @@
+"""The `ww` command: status, simulate, backfill, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ww_assets.config import ConfigError, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ww", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    status = commands.add_parser("status", help="what landed in ClickHouse")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    simulate = commands.add_parser("simulate", help="the emulator's plant")
+    actions = simulate.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a plant with history up to now")
+    create.add_argument("--days", type=float, default=3.0, help="days of history (default 3)")
+    create.add_argument("--tags", type=int, default=150, help="number of tags (default 150)")
+    create.add_argument("--seed", type=int, default=7)
+    extend = actions.add_parser("extend", help="append points up to now")
+    extend.add_argument("--seed", type=int, default=7)
+    live = actions.add_parser("live", help="append points as time passes (Ctrl-C stops)")
+    live.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    live.add_argument("--late-probability", type=float, default=0.02)
+    more = actions.add_parser("add-tags", help="add tags with history")
+    more.add_argument("count", type=int)
+    more.add_argument("--days", type=float, default=3.0)
+    more.add_argument("--seed", type=int, default=11)
+
+    backfill = commands.add_parser(
+        "backfill", help="materialize wonderware/tags, then wonderware/history through Dagster"
+    )
+    backfill.add_argument("--days", type=int, default=3, help="complete UTC days before today")
+
+    commands.add_parser("doctor", help="configuration and connectivity, one line per system")
+
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"ww: configuration error: {error}", file=sys.stderr)
+        return 2
+    handler: Callable[[Settings, argparse.Namespace], int] = {
+        "status": _status,
+        "simulate": _simulate,
+        "backfill": _backfill,
+        "doctor": _doctor,
+    }[args.command]
+    return handler(settings, args)
+
+
+def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
+    from ww_assets.wonderware.resources import build_resources
+
+    return build_resources(settings)["warehouse"].warehouse()  # type: ignore[attr-defined]
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.history_store import ensure_schema, status
+
+    warehouse = _warehouse(settings)
+    with warehouse.connect() as conn:
+        ensure_schema(conn, warehouse.database)
+        report = status(conn, warehouse.database)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"warehouse:    {warehouse.describe()}")
+    for key in ("total_tags", "total_data_points", "oldest_data", "newest_data",
+                "data_span_days", "lag_seconds"):
+        print(f"{key + ':':<20}{report[key]}")
+    print(f"{'chunk':<12}{'tags':>6}{'rows':>12}{'days':>6}  oldest → newest")
+    for c in report["chunks"]:  # type: ignore[union-attr]
+        print(f"{c['chunk']:<12}{c['tags']:>6}{c['rows']:>12}{c['days']:>6}  {c['oldest']} → {c['newest']}")
+    return 0
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.emulator import plant
+
+    path = settings.historian_sqlite
+    now = datetime.now(timezone.utc)
+    if args.action == "create":
+        start = (now - timedelta(days=args.days)).replace(hour=0, minute=0, second=0, microsecond=0)
+        summary = plant.create_plant(path, start, now, n_tags=args.tags, seed=args.seed)
+        print(f"created {summary.tags} tags, {summary.points} points, "
+              f"{summary.start:%Y-%m-%d %H:%M} → {summary.end:%Y-%m-%d %H:%M} UTC in {path}")
+    elif args.action == "extend":
+        added = plant.extend_plant(path, now, seed=args.seed)
+        print(f"appended {added} points up to {now:%Y-%m-%d %H:%M:%S} UTC")
+    elif args.action == "add-tags":
+        plant.add_tags(path, args.count, now - timedelta(days=args.days), now, seed=args.seed)
+        print(f"added {args.count} tags with {args.days} days of history")
+    else:
+        print(f"running live on {path}; Ctrl-C stops", flush=True)
+        try:
+            result = plant.run_live(path, stop_after_s=args.seconds,
+                                    late_probability=args.late_probability)
+        except KeyboardInterrupt:
+            return 0
+        print(f"live run ended: {result}")
+    return 0
+
+
+def _dagster_instance(settings: Settings):  # type: ignore[no-untyped-def]
+    import dagster as dg
+
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.home / "dagster")
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    return dg.DagsterInstance.get()
+
+
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """What a person does in the UI, from the command line: refresh the catalog, then one
+    range run over the last complete days × every tag chunk."""
+    import dagster as dg
+
+    from ww_assets.definitions import build_definitions
+    from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+    from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
+    from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+    defs = build_definitions(settings)
+    instance = _dagster_instance(settings)
+    job = defs.get_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, asset_selection=[TAGS_KEY])
+    if not result.success:
+        return 1
+    chunks = instance.get_dynamic_partitions(TAG_CHUNKS.name)
+    today = datetime.now(timezone.utc).date()
+    first, last = today - timedelta(days=args.days), today - timedelta(days=1)
+    first = max(first, settings.backfill_oldest_time.date())
+    if not chunks or last < first:
+        print("nothing to backfill", file=sys.stderr)
+        return 1
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[HISTORY_KEY],
+        tags={
+            RANGE_START_TAG: history_key(chunks[0], first),
+            RANGE_END_TAG: history_key(chunks[-1], last),
+        },
+    )
+    print(f"backfill {'succeeded' if result.success else 'FAILED'}: run {result.run_id}, "
+          f"{len(chunks)} chunks × {(last - first).days + 1} days")
+    return 0 if result.success else 1
+
+
+def _doctor(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.history_store import ensure_schema
+    from ww_assets.wonderware.resources import build_resources
+
+    resources = build_resources(settings)
+    checks: list[tuple[str, Callable[[], str]]] = []
+
+    def historian() -> str:
+        client = resources["historian"].client()  # type: ignore[attr-defined]
+        client.ping()
+        return client.describe()
+
+    def warehouse() -> str:
+        store = _warehouse(settings)
+        with store.connect() as conn:
+            ensure_schema(conn, store.database)
+        return store.describe()
+
+    def cache() -> str:
+        if not settings.redis_url:
+            return "REDIS_URL unset: no tag cache (fine)"
+        import redis
+
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
+        return f"Redis at {settings.redis_url}"
+
+    checks = [("config", lambda: f"ok (WW_HOME={settings.home})"),
+              ("historian", historian), ("warehouse", warehouse), ("cache", cache)]
+    failed = 0
+    for name, check in checks:
+        try:
+            print(f"{name:<10} ok    {check()}")
+        except Exception as error:  # doctor reports every failure, whatever its kind
+            failed += 1
+            print(f"{name:<10} FAIL  {error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Settings from environment variables, checked once at load time.
+
+Every variable the project reads is declared here, with its default and meaning (the README's
+table is this list). A bad value raises `ConfigError` naming the variable. No Dagster import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ww_assets.history_query import RETRIEVAL_MODES, TAG_TYPES
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    # historian
+    wonderware_host: str | None
+    wonderware_port: int
+    wonderware_database: str
+    wonderware_username: str | None
+    wonderware_password: str | None
+    login_timeout_s: int
+    query_timeout_s: int
+    retrieval_mode: str
+    tag_types: tuple[int, ...]
+    emulator_timezone: str
+    # warehouse
+    clickhouse_host: str | None
+    clickhouse_port: int
+    clickhouse_user: str
+    clickhouse_password: str
+    clickhouse_db: str
+    # cache
+    redis_url: str | None
+    # pipeline knobs
+    tag_chunk_size: int
+    backfill_oldest_time: datetime
+    max_partitions_per_run: int
+    batch_rows: int
+    tag_cache_ttl_s: int
+    sync_schedule: str
+
+    @property
+    def historian_sqlite(self) -> Path:
+        return self.home / "historian.sqlite"
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.home / "clickhouse"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        r = _Reader(env)
+        return cls(
+            home=Path(r.text("WW_HOME", ".ww")).resolve(),
+            wonderware_host=r.optional("WONDERWARE_HOST"),
+            wonderware_port=r.integer("WONDERWARE_PORT", 1433, minimum=1, maximum=65535),
+            wonderware_database=r.text("WONDERWARE_DATABASE", "Runtime"),
+            wonderware_username=r.optional("WONDERWARE_USERNAME"),
+            wonderware_password=r.optional("WONDERWARE_PASSWORD"),
+            login_timeout_s=r.integer("WONDERWARE_LOGIN_TIMEOUT", 15, minimum=1),
+            query_timeout_s=r.integer("WONDERWARE_QUERY_TIMEOUT", 600, minimum=1),
+            retrieval_mode=r.choice("WONDERWARE_RETRIEVAL_MODE", "Full", RETRIEVAL_MODES),
+            tag_types=r.tag_types("WONDERWARE_TAG_TYPES", "analog,discrete,string"),
+            emulator_timezone=r.zone("WONDERWARE_EMULATOR_TIMEZONE", "America/Chicago"),
+            clickhouse_host=r.optional("CLICKHOUSE_HOST"),
+            clickhouse_port=r.integer("CLICKHOUSE_PORT", 9000, minimum=1, maximum=65535),
+            clickhouse_user=r.text("CLICKHOUSE_USER", "default"),
+            clickhouse_password=r.text("CLICKHOUSE_PASSWORD", ""),
+            clickhouse_db=r.identifier("CLICKHOUSE_DB", "wonderware"),
+            redis_url=r.optional("REDIS_URL"),
+            tag_chunk_size=r.integer("WONDERWARE_PIPELINE_TAG_CHUNK_SIZE", 50, minimum=1),
+            backfill_oldest_time=r.utc_time(
+                "WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2025-01-01 00:00:00"
+            ),
+            max_partitions_per_run=r.integer(
+                "WONDERWARE_PIPELINE_MAX_PARTITIONS_PER_RUN", 31, minimum=1
+            ),
+            batch_rows=r.integer("WONDERWARE_PIPELINE_BATCH_ROWS", 100_000, minimum=100),
+            tag_cache_ttl_s=r.integer("WONDERWARE_PIPELINE_TAG_CACHE_TTL", 3600, minimum=1),
+            sync_schedule=r.cron("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "*/1 * * * *"),
+        )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name}={raw!r} must be at most {maximum}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name, default)
+        by_lower = {c.lower(): c for c in choices}
+        if raw.lower() not in by_lower:
+            raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
+        return by_lower[raw.lower()]
+
+    def tag_types(self, name: str, default: str) -> tuple[int, ...]:
+        raw = self.text(name, default)
+        types: list[int] = []
+        for part in (p.strip().lower() for p in raw.split(",")):
+            if not part:
+                continue
+            if part.isdigit() and int(part) in TAG_TYPES.values():
+                types.append(int(part))
+            elif part in TAG_TYPES:
+                types.append(TAG_TYPES[part])
+            else:
+                raise ConfigError(
+                    f"{name}={raw!r}: unknown tag type {part!r} (use {', '.join(TAG_TYPES)})"
+                )
+        if not types:
+            raise ConfigError(f"{name}={raw!r} selects no tag type")
+        return tuple(sorted(set(types)))
+
+    def zone(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        try:
+            ZoneInfo(raw)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"{name}={raw!r} is not an IANA time zone name") from None
+        return raw
+
+    def identifier(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        if not raw.replace("_", "").isalnum() or not raw.isascii() or raw[0].isdigit():
+            raise ConfigError(f"{name}={raw!r} must be letters, digits and underscores")
+        return raw
+
+    def utc_time(self, name: str, default: str) -> datetime:
+        raw = self.text(name, default)
+        try:
+            parsed = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={raw!r} is not a date or time like 2025-01-01 or 2025-01-01 00:00:00"
+            ) from None
+        parsed = parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+        if parsed.astimezone(timezone.utc).time() != datetime.min.time():
+            raise ConfigError(f"{name}={raw!r} must be a UTC midnight (partitions are UTC days)")
+        if parsed > datetime.now(timezone.utc):
+            raise ConfigError(f"{name}={raw!r} is in the future")
+        return parsed.astimezone(timezone.utc)
+
+    def cron(self, name: str, default: str) -> str:
+        raw = self.text(name, default)
+        fields = raw.split()
+        if len(fields) != 5:
+            raise ConfigError(f"{name}={raw!r} is not a 5-field cron expression")
+        return raw

@@ -1,0 +1,26 @@
+"""The code location: assembles assets, sensors and resources from the environment."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ww_assets.config import Settings
+from ww_assets.wonderware.assets import build_history_asset, build_tags_asset
+from ww_assets.wonderware.resources import build_resources
+from ww_assets.wonderware.jobs import history_job
+from ww_assets.wonderware.sensors import build_new_tag_history_sensor
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[build_tags_asset(settings), build_history_asset(settings)],
+        jobs=[history_job],
+        sensors=[build_new_tag_history_sensor(settings)],
+        resources=build_resources(settings),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Loaded by `dagster dev` / the code server; reads the environment at load time."""
+    return build_definitions(Settings.from_env())

@@ -1,0 +1,340 @@
+"""Answers `History` queries from the emulator's stored points with the historian's semantics.
+
+What is emulated (DESIGN §2): the `Full` and `Delta` retrieval modes, inclusive and exclusive
+bounds, the synthetic initial-value row of an inclusive start (`Quality = 133`, or a NULL row
+with `QualityDetail = 65536`), and the time zone of bounds and results (`wwTimeZone`; without
+it, the server's local time with daylight saving, so the autumn hour repeats).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ww_assets.emulator import store
+from ww_assets.history_query import SYSTEM_TAG_PREFIX, HistoryQuery
+from ww_assets.schema import COLUMN_NAMES
+
+EMULATED_MODES = ("Full", "Delta")
+
+INITIAL_VALUE_QUALITY = 133
+"""`Quality` of the synthetic initial-value row of an inclusive start (sp-omi 53886)."""
+NO_INITIAL_VALUE_DETAIL = 65536
+"""`QualityDetail` of the NULL initial row when the tag has no point before the start (53893)."""
+BAD_QUALITY = 1
+
+STRING_TAG_TYPE = 3
+
+# The order in which `_rows` builds a row; checked against HISTORY_COLUMNS at import so the
+# hot loop can build a literal tuple.
+_ROW_LAYOUT = (
+    "DateTime", "TagName", "Value", "VValue", "Quality", "QualityDetail", "OpcQuality",
+    "wwTagKey", "wwRowCount", "wwResolution", "wwEdgeDetection", "wwRetrievalMode",
+    "wwTimeDeadband", "wwValueDeadband", "wwTimeZone", "wwVersion", "wwCycleCount",
+    "wwTimeStampRule", "wwInterpolationType", "wwQualityRule", "wwStateCalc", "StateTime",
+    "PercentGood", "wwParameters", "StartDateTime", "SourceTag", "SourceServer", "wwFilter",
+    "wwValueSelector", "wwMaxStates", "wwOption", "wwExpression", "wwUnit",
+)  # fmt: skip
+if _ROW_LAYOUT != COLUMN_NAMES:
+    raise ImportError("emulator row layout is out of date with ww_assets.schema.HISTORY_COLUMNS")
+
+# Echoed parameters the emulator does not vary: the historian's defaults for Full/Delta.
+_EDGE_DETECTION = "None"
+_TIME_DEADBAND = 0
+_VALUE_DEADBAND = 0.0
+_TIMESTAMP_RULE = "Start"
+_INTERPOLATION_TYPE = "StairStep"
+_QUALITY_RULE = "Extended"
+_FILTER = "NoFilter"
+_VALUE_SELECTOR = "AUTO"
+
+_SELECT_POINTS = "SELECT DateTime, Value, VValue, Quality, QualityDetail, OpcQuality FROM Points"
+
+TagRow = tuple[str, int, str | None, float | None, float | None, str | None]
+
+
+class HistorianEmulator:
+    """The historian's `History` and tag catalog, answered from a store at `path`.
+
+    `server_timezone` is the historian server's zone (an IANA name), used for queries without
+    `wwTimeZone`. Each call opens its own SQLite connection, so one emulator can be shared by
+    threads, and a simulator process may write meanwhile.
+    """
+
+    def __init__(self, path: str | Path, server_timezone: str = "America/Chicago") -> None:
+        self.path = Path(path)
+        self.server_timezone = server_timezone
+        self._server_zone = _zone(server_timezone)
+
+    def __repr__(self) -> str:
+        return f"HistorianEmulator({str(self.path)!r}, server_timezone={self.server_timezone!r})"
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"historian emulator store {self.path} does not exist; "
+                "create a plant first (`ww simulate create`)"
+            )
+        return store.connect(self.path)
+
+    def list_tags(self, tag_types: tuple[int, ...]) -> list[TagRow]:
+        """(TagName, TagType, Description, MinEU, MaxEU, Unit) of `tag_types`, by name.
+
+        System tags (`Sys*`) are excluded, as by `render_tags_tsql` on the real server.
+        """
+        if not tag_types:
+            raise ValueError("no tag types selected")
+        placeholders = ", ".join("?" * len(tag_types))
+        conn = self._connect()
+        try:
+            rows = conn.execute(
+                "SELECT t.TagName, t.TagType, t.Description, a.MinEU, a.MaxEU, a.Unit "
+                "FROM TagRef t LEFT JOIN AnalogTag a ON a.TagName = t.TagName "
+                f"WHERE t.TagType IN ({placeholders}) AND t.TagName NOT LIKE ? "
+                "ORDER BY t.TagName",
+                (*tag_types, SYSTEM_TAG_PREFIX + "%"),
+            ).fetchall()
+        finally:
+            conn.close()
+        return rows
+
+    def count_points(
+        self, tags: Iterable[str], start_utc: datetime, end_utc: datetime
+    ) -> dict[str, int]:
+        """Stored points per tag in the half-open UTC window [start, end); 0 for tags without.
+
+        Bounds are aware datetimes or naive ones meaning UTC.
+        """
+        names = list(dict.fromkeys(tags))
+        counts = dict.fromkeys(names, 0)
+        start_text, end_text = store.format_utc(start_utc), store.format_utc(end_utc)
+        conn = self._connect()
+        try:
+            for offset in range(0, len(names), 500):
+                part = names[offset : offset + 500]
+                placeholders = ", ".join("?" * len(part))
+                for tag, count in conn.execute(
+                    f"SELECT TagName, count(*) FROM Points WHERE TagName IN ({placeholders}) "
+                    "AND DateTime >= ? AND DateTime < ? GROUP BY TagName",
+                    (*part, start_text, end_text),
+                ):
+                    counts[tag] = count
+        finally:
+            conn.close()
+        return counts
+
+    def query(self, q: HistoryQuery, batch_rows: int = 50_000) -> Iterator[list[tuple]]:
+        """Rows of `History` for `q`, in lists of at most `batch_rows`, ordered by tag and time.
+
+        Each row has the 33 columns of `HISTORY_COLUMNS` with the Python types pymssql gives
+        (naive datetimes in the query's time zone). Tags that do not exist return nothing.
+        Streams: memory is bounded by `batch_rows`, not by the window.
+        """
+        if q.retrieval_mode not in EMULATED_MODES:
+            raise ValueError(
+                f"retrieval mode {q.retrieval_mode} is not emulated; "
+                f"the emulator answers {' and '.join(EMULATED_MODES)} only"
+            )
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be positive, got {batch_rows}")
+        zone = self._query_zone(q.time_zone)
+        return self._query(q, zone, batch_rows)
+
+    def _query_zone(self, name: str | None) -> tzinfo | None:
+        """The zone of a query's bounds and results; None for UTC (no conversion)."""
+        if name is None:
+            return self._server_zone
+        if name.upper() == "UTC":
+            return None
+        return _zone(name)
+
+    def _query(
+        self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
+    ) -> Iterator[list[tuple]]:
+        # The T-SQL rendering sends bounds with millisecond precision (format_datetime).
+        start, end = _truncate_ms(q.start), _truncate_ms(q.end)
+        start_text = store.format_utc(_to_utc(start, zone))
+        end_text = store.format_utc(_to_utc(end, zone))
+        if start_text > end_text or (
+            start_text == end_text and not (q.start_inclusive and q.end_inclusive)
+        ):
+            return
+        start_op = ">=" if q.start_inclusive else ">"
+        end_op = "<=" if q.end_inclusive else "<"
+        window_sql = (
+            f"{_SELECT_POINTS} WHERE TagName = ? AND DateTime {start_op} ? "
+            f"AND DateTime {end_op} ? ORDER BY DateTime"
+        )
+        echo = (q.retrieval_mode, q.time_zone, q.version)
+        delta = q.retrieval_mode == "Delta"
+
+        conn = self._connect()
+        try:
+            # One read transaction: every tag sees the same snapshot while a simulator appends.
+            conn.execute("BEGIN")
+            buffer: list[tuple] = []
+            for tag, tag_type, key in _existing_tags(conn, q.tags):
+                rows: Iterable[list[tuple]] = _tag_rows(
+                    conn, window_sql, tag, start_text, end_text, batch_rows
+                )
+                if q.start_inclusive:
+                    initial = _initial_point(conn, tag, start_text)
+                    if initial is not None:
+                        rows = _prepend(initial, rows)
+                value_index = 2 if tag_type == STRING_TAG_TYPE else 1
+                if delta:
+                    rows = _delta(rows, value_index)
+                for chunk in rows:
+                    if zone is None:
+                        built = _rows_utc(chunk, tag, key, echo)
+                    else:
+                        built = _rows_local(chunk, tag, key, echo, zone)
+                    if not buffer and len(built) == batch_rows:
+                        yield built
+                        continue
+                    buffer.extend(built)
+                    while len(buffer) >= batch_rows:
+                        yield buffer[:batch_rows]
+                        buffer = buffer[batch_rows:]
+            if buffer:
+                yield buffer
+        finally:
+            conn.rollback()
+            conn.close()
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown time zone {name!r}: not an IANA zone name") from error
+
+
+def _truncate_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _to_utc(local: datetime, zone: tzinfo | None) -> datetime:
+    """A naive wall-clock time in `zone` as naive UTC.
+
+    An ambiguous autumn time means its first occurrence (daylight time); a time in the spring
+    gap is read with the offset before the change, i.e. moved forward (zoneinfo `fold=0`).
+    """
+    if zone is None:
+        return local
+    return local.replace(tzinfo=zone).astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _existing_tags(conn: sqlite3.Connection, tags: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """(TagName, TagType, wwTagKey) of the tags of `tags` that exist, by name."""
+    names = list(dict.fromkeys(tags))
+    found: list[tuple[str, int, int]] = []
+    for offset in range(0, len(names), 500):
+        part = names[offset : offset + 500]
+        placeholders = ", ".join("?" * len(part))
+        found.extend(
+            conn.execute(
+                f"SELECT TagName, TagType, rowid FROM TagRef WHERE TagName IN ({placeholders})",
+                part,
+            )
+        )
+    # Python orders str by code point, which is SQLite's BINARY order of their UTF-8 bytes.
+    return sorted(found)
+
+
+def _tag_rows(
+    conn: sqlite3.Connection,
+    sql: str,
+    tag: str,
+    start_text: str,
+    end_text: str,
+    batch_rows: int,
+) -> Iterator[list[tuple]]:
+    cursor = conn.execute(sql, (tag, start_text, end_text))
+    try:
+        while chunk := cursor.fetchmany(batch_rows):
+            yield chunk
+    finally:
+        cursor.close()
+
+
+def _initial_point(conn: sqlite3.Connection, tag: str, start_text: str) -> tuple | None:
+    """The synthetic initial-value row of an inclusive start, or None if a point is at the start.
+
+    Stored-point shape: (DateTime text, Value, VValue, Quality, QualityDetail, OpcQuality).
+    """
+    last = conn.execute(
+        f"{_SELECT_POINTS} WHERE TagName = ? AND DateTime <= ? ORDER BY DateTime DESC LIMIT 1",
+        (tag, start_text),
+    ).fetchone()
+    if last is None:
+        return (start_text, None, None, BAD_QUALITY, NO_INITIAL_VALUE_DETAIL, 0)
+    if last[0] == start_text:
+        return None
+    _, value, vvalue, _, detail, opc = last
+    return (start_text, value, vvalue, INITIAL_VALUE_QUALITY, detail, opc)
+
+
+def _prepend(first: tuple, chunks: Iterable[list[tuple]]) -> Iterator[list[tuple]]:
+    yield [first]
+    yield from chunks
+
+
+_UNSET = object()
+
+
+def _delta(chunks: Iterable[list[tuple]], value_index: int) -> Iterator[list[tuple]]:
+    """Drops each point whose value equals the previously returned one (NULL equals NULL)."""
+    previous: object = _UNSET
+    for chunk in chunks:
+        kept = []
+        for point in chunk:
+            value = point[value_index]
+            if previous is _UNSET or value != previous:
+                kept.append(point)
+                previous = value
+        if kept:
+            yield kept
+
+
+def _echo_columns(key: int, echo: tuple) -> tuple[tuple, tuple]:
+    """The constant columns between OpcQuality and StartDateTime, and after StartDateTime."""
+    mode, tz_name, version = echo
+    middle = (
+        key, None, None, _EDGE_DETECTION, mode,
+        _TIME_DEADBAND, _VALUE_DEADBAND, tz_name, version, None,
+        _TIMESTAMP_RULE, _INTERPOLATION_TYPE, _QUALITY_RULE, None, None,
+        None, None,
+    )  # fmt: skip
+    tail = (None, None, _FILTER, _VALUE_SELECTOR, None, None, None, None)
+    return middle, tail
+
+
+def _rows_utc(chunk: list[tuple], tag: str, key: int, echo: tuple) -> list[tuple]:
+    middle, tail = _echo_columns(key, echo)
+    parse = datetime.fromisoformat
+    return [
+        ((moment := parse(d)), tag, v, vv, q, qd, oq, *middle, moment, *tail)
+        for d, v, vv, q, qd, oq in chunk
+    ]
+
+
+def _rows_local(
+    chunk: list[tuple], tag: str, key: int, echo: tuple, zone: tzinfo
+) -> list[tuple]:
+    middle, tail = _echo_columns(key, echo)
+    parse = datetime.fromisoformat
+    utc = timezone.utc
+    return [
+        (
+            (moment := parse(d).replace(tzinfo=utc).astimezone(zone).replace(tzinfo=None, fold=0)),
+            tag, v, vv, q, qd, oq, *middle, moment, *tail,
+        )  # fmt: skip
+        for d, v, vv, q, qd, oq in chunk
+    ]
+
+
+__all__ = ["EMULATED_MODES", "HistorianEmulator", "TagRow"]

@@ -1,0 +1,187 @@
+"""Historian clients: SQL Server through pymssql, or the SQLite emulator. One interface.
+
+Both answer `list_tags()` and `read_history(tags, start, end)`; the latter streams Arrow record
+batches of the stored points of the half-open UTC window, never a synthetic row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from ww_assets.history_query import (
+    render_history_tsql,
+    render_tags_tsql,
+    window_query,
+)
+from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS
+
+
+class HistorianError(RuntimeError):
+    """The historian could not be reached or returned something unusable."""
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    name: str
+    tag_type: int
+    description: str | None = None
+    min_eu: float | None = None
+    max_eu: float | None = None
+    unit: str | None = None
+
+
+class HistorianClient(Protocol):
+    def describe(self) -> str: ...
+
+    def ping(self) -> None: ...
+
+    def list_tags(self) -> list[TagInfo]: ...
+
+    def read_history(
+        self, tags: Sequence[str], start: datetime, end: datetime
+    ) -> Iterator[pa.RecordBatch]: ...
+
+
+def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
+    """History rows (tuples in `HISTORY_COLUMNS` order, pymssql's Python types) as Arrow."""
+    columns = list(zip(*rows)) if rows else [() for _ in HISTORY_COLUMNS]
+    arrays = []
+    for column, values in zip(HISTORY_COLUMNS, columns):
+        try:
+            if pa.types.is_timestamp(column.arrow_type):
+                # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3), DESIGN §2)
+                array = pa.array(values, pa.timestamp("us")).cast(column.arrow_type, safe=False)
+            else:
+                array = pa.array(values, column.arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+            raise HistorianError(
+                f"History column {column.source} has a value that is not {column.arrow_type}: {error}"
+            ) from error
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=HISTORY_ARROW_SCHEMA)
+
+
+class EmulatorHistorian:
+    """The SQLite-backed emulator (`ww simulate` fills it)."""
+
+    def __init__(
+        self,
+        path: Path,
+        tag_types: tuple[int, ...],
+        retrieval_mode: str = "Full",
+        server_timezone: str = "America/Chicago",
+        batch_rows: int = 100_000,
+    ) -> None:
+        self.path = Path(path)
+        self.tag_types = tag_types
+        self.retrieval_mode = retrieval_mode
+        self.server_timezone = server_timezone
+        self.batch_rows = batch_rows
+
+    def describe(self) -> str:
+        return f"historian emulator at {self.path}"
+
+    def _emulator(self) -> Any:
+        from ww_assets.emulator.history import HistorianEmulator
+
+        if not self.path.exists():
+            raise HistorianError(
+                f"no historian emulator at {self.path}: run `ww simulate create` "
+                "(or set WONDERWARE_HOST to use a real historian)"
+            )
+        return HistorianEmulator(self.path, server_timezone=self.server_timezone)
+
+    def ping(self) -> None:
+        self._emulator().list_tags(self.tag_types)
+
+    def list_tags(self) -> list[TagInfo]:
+        return [TagInfo(*row) for row in self._emulator().list_tags(self.tag_types)]
+
+    def read_history(
+        self, tags: Sequence[str], start: datetime, end: datetime
+    ) -> Iterator[pa.RecordBatch]:
+        query = window_query(tuple(tags), start, end, self.retrieval_mode)
+        for rows in self._emulator().query(query, batch_rows=self.batch_rows):
+            yield rows_to_batch(rows)
+
+
+class SqlServerHistorian:
+    """AVEVA Historian through SQL Server (`History`/`TagRef` in the Runtime database)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        database: str,
+        username: str | None,
+        password: str | None,
+        tag_types: tuple[int, ...],
+        retrieval_mode: str = "Full",
+        login_timeout_s: int = 15,
+        query_timeout_s: int = 600,
+        batch_rows: int = 100_000,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.database = database
+        self.username = username
+        self.password = password
+        self.tag_types = tag_types
+        self.retrieval_mode = retrieval_mode
+        self.login_timeout_s = login_timeout_s
+        self.query_timeout_s = query_timeout_s
+        self.batch_rows = batch_rows
+
+    def describe(self) -> str:
+        return f"SQL Server {self.host}:{self.port}/{self.database}"
+
+    def _connect(self) -> Any:
+        import pymssql
+
+        try:
+            return pymssql.connect(
+                server=self.host,
+                port=str(self.port),
+                user=self.username or "",
+                password=self.password or "",
+                database=self.database,
+                login_timeout=self.login_timeout_s,
+                timeout=self.query_timeout_s,
+                appname="ww_assets",
+            )
+        except pymssql.Error as error:
+            raise HistorianError(f"cannot connect to {self.describe()}: {error}") from error
+
+    def _run(self, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[Any, ...]]]:
+        import pymssql
+
+        with closing(self._connect()) as conn:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, params)
+                while rows := cursor.fetchmany(self.batch_rows):
+                    yield rows
+            except pymssql.Error as error:
+                raise HistorianError(f"{self.describe()}: query failed: {error}") from error
+
+    def ping(self) -> None:
+        for _ in self._run("SELECT 1", ()):
+            pass
+
+    def list_tags(self) -> list[TagInfo]:
+        sql, params = render_tags_tsql(self.tag_types)
+        return [TagInfo(*row) for rows in self._run(sql, params) for row in rows]
+
+    def read_history(
+        self, tags: Sequence[str], start: datetime, end: datetime
+    ) -> Iterator[pa.RecordBatch]:
+        sql, params = render_history_tsql(window_query(tuple(tags), start, end, self.retrieval_mode))
+        for rows in self._run(sql, params):
+            yield rows_to_batch(rows)

@@ -1,0 +1,149 @@
+"""What we ask the historian's `History` table, and its T-SQL rendering.
+
+A `HistoryQuery` carries the predicates of one History query. The SQL Server backend renders it
+to T-SQL with bound parameters; the emulator answers the same object with the historian's
+semantics. No Dagster import: tested directly and reused by the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from ww_assets.schema import HISTORY_COLUMNS
+
+RETRIEVAL_MODES = (
+    "Cyclic",
+    "Delta",
+    "Full",
+    "Interpolated",
+    "BestFit",
+    "Average",
+    "Integral",
+    "Slope",
+    "Counter",
+    "ValueState",
+    "RoundTrip",
+    "ConnectionState",
+    "StartBound",
+    "EndBound",
+    "Min",
+    "Max",
+)
+"""History retrieval modes (53498). Only `Full` returns every stored point exactly once."""
+
+TAG_TYPES = {"analog": 1, "discrete": 2, "string": 3, "complex": 4, "event": 5, "summary": 7}
+"""`TagRef.TagType` codes (65431), by the names used in configuration."""
+
+SYSTEM_TAG_PREFIX = "Sys"
+
+# Delta-storage timestamps are accurate to 1 ms (67229): an exclusive bound 1 ms before the
+# window start selects exactly the stored points at or after it, without the synthetic
+# initial-value row that an inclusive start returns (53886).
+ONE_TICK = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """The predicates of one query on `History`.
+
+    `start`/`end` are naive datetimes in `time_zone` (`None`: the historian server's local time,
+    which is what the historian assumes when the query names no `wwTimeZone`).
+    """
+
+    tags: tuple[str, ...]
+    start: datetime
+    end: datetime
+    start_inclusive: bool = False
+    end_inclusive: bool = False
+    retrieval_mode: str = "Full"
+    time_zone: str | None = "UTC"
+    version: str = "Latest"
+
+    def __post_init__(self) -> None:
+        if not self.tags:
+            raise ValueError("a History query needs at least one tag")
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise ValueError(
+                f"unknown retrieval mode {self.retrieval_mode!r}; one of {', '.join(RETRIEVAL_MODES)}"
+            )
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("HistoryQuery bounds are naive datetimes in the query's time zone")
+
+
+def window_query(
+    tags: tuple[str, ...], start_utc: datetime, end_utc: datetime, retrieval_mode: str = "Full"
+) -> HistoryQuery:
+    """The query for the stored points of `tags` in the half-open UTC window [start, end).
+
+    Rows the historian returns before `start` (possible only for sub-millisecond timestamps)
+    must still be dropped by the reader; see `ONE_TICK`.
+    """
+    return HistoryQuery(
+        tags=tags,
+        start=_naive_utc(start_utc) - ONE_TICK,
+        end=_naive_utc(end_utc),
+        start_inclusive=False,
+        end_inclusive=False,
+        retrieval_mode=retrieval_mode,
+        time_zone="UTC",
+    )
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def format_datetime(moment: datetime) -> str:
+    """The literal form of a bound: `YYYY-MM-DD HH:MM:SS.fff` (what `History` parses)."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+def render_history_tsql(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
+    """T-SQL for `query` in pymssql's `%s` paramstyle, and its parameters.
+
+    Tag names and bounds are parameters only; identifiers come from `HISTORY_COLUMNS`.
+    """
+    select = ", ".join(
+        c.source if c.source == c.name else f"{c.source} AS {c.name}" for c in HISTORY_COLUMNS
+    )
+    tag_placeholders = ", ".join(["%s"] * len(query.tags))
+    start_op = ">=" if query.start_inclusive else ">"
+    end_op = "<=" if query.end_inclusive else "<"
+    predicates = [
+        f"TagName IN ({tag_placeholders})",
+        f"DateTime {start_op} %s",
+        f"DateTime {end_op} %s",
+        "wwRetrievalMode = %s",
+        "wwVersion = %s",
+    ]
+    params: list[object] = [
+        *query.tags,
+        format_datetime(query.start),
+        format_datetime(query.end),
+        query.retrieval_mode,
+        query.version,
+    ]
+    if query.time_zone is not None:
+        predicates.append("wwTimeZone = %s")
+        params.append(query.time_zone)
+    sql = f"SELECT {select} FROM History WHERE " + " AND ".join(predicates)
+    return sql, tuple(params)
+
+
+def render_tags_tsql(tag_types: tuple[int, ...]) -> tuple[str, tuple[object, ...]]:
+    """T-SQL listing the tags to copy: of `tag_types`, system tags (`Sys*`) excluded."""
+    if not tag_types:
+        raise ValueError("no tag types selected")
+    placeholders = ", ".join(["%s"] * len(tag_types))
+    sql = (
+        "SELECT t.TagName, t.TagType, t.Description, a.MinEU, a.MaxEU, u.Unit "
+        "FROM TagRef t "
+        "LEFT JOIN AnalogTag a ON a.TagName = t.TagName "
+        "LEFT JOIN EngineeringUnit u ON u.EUKey = a.EUKey "
+        f"WHERE t.TagType IN ({placeholders}) AND t.TagName NOT LIKE %s "
+        "ORDER BY t.TagName"
+    )
+    return sql, (*tag_types, SYSTEM_TAG_PREFIX + "%")

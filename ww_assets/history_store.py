@@ -1,0 +1,256 @@
+"""The project's tables in ClickHouse and the statements on them.
+
+`replace_slice` is the heart of invariant §5.1: it inserts a slice's new rows under a fresh
+`LoadId`, then deletes the slice's rows of older loads. A reader never sees a hole (new rows
+land before old ones go), a plain `SELECT` sees exactly the new load once it returns, and an
+interrupted load leaves only rows that the next load of the slice deletes (and that
+ReplacingMergeTree would collapse onto the newest load meanwhile).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS, LOAD_ID_COLUMN
+from ww_assets.warehouse import Warehouse, WarehouseConnection
+
+HISTORY_TABLE = "WonderwareHistory"
+TAGS_TABLE = "WonderwareTags"
+
+TAG_CATALOG_SCHEMA = pa.schema(
+    [
+        pa.field("TagName", pa.string()),
+        pa.field("Chunk", pa.string()),
+        pa.field("TagType", pa.int32()),
+        pa.field("Description", pa.string()),
+        pa.field("MinEU", pa.float64()),
+        pa.field("MaxEU", pa.float64()),
+        pa.field("Unit", pa.string()),
+        pa.field("Active", pa.uint8()),
+        pa.field("FirstSeen", pa.timestamp("ms", tz="UTC")),
+        pa.field("UpdatedAt", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+
+def ensure_schema(conn: WarehouseConnection, database: str) -> None:
+    """Create the database and tables if missing (idempotent)."""
+    conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    columns = ",\n    ".join(
+        f"`{c.name}` {c.clickhouse_type} {c.codec}".rstrip() for c in HISTORY_COLUMNS
+    )
+    conn.command(
+        f"""CREATE TABLE IF NOT EXISTS {database}.{HISTORY_TABLE} (
+    {columns},
+    `{LOAD_ID_COLUMN}` UInt64
+) ENGINE = ReplacingMergeTree({LOAD_ID_COLUMN})
+PARTITION BY toYYYYMM(DateTime)
+ORDER BY (TagName, DateTime)
+SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"""
+    )
+    conn.command(
+        f"""CREATE TABLE IF NOT EXISTS {database}.{TAGS_TABLE} (
+    TagName String,
+    Chunk LowCardinality(String),
+    TagType Int32,
+    Description Nullable(String),
+    MinEU Nullable(Float64),
+    MaxEU Nullable(Float64),
+    Unit Nullable(String),
+    Active UInt8,
+    FirstSeen DateTime64(3, 'UTC'),
+    UpdatedAt DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(UpdatedAt)
+ORDER BY TagName"""
+    )
+
+
+# ---------------------------------------------------------------- tag catalog
+
+
+def read_catalog(conn: WarehouseConnection, database: str) -> pa.Table:
+    """The tag catalog: one row per tag ever seen, with its chunk."""
+    return conn.query(
+        f"SELECT * FROM {database}.{TAGS_TABLE} FINAL ORDER BY Chunk, TagName"
+    ).cast(TAG_CATALOG_SCHEMA)
+
+
+def write_catalog(conn: WarehouseConnection, database: str, rows: pa.Table) -> None:
+    conn.insert(f"{database}.{TAGS_TABLE}", rows.cast(TAG_CATALOG_SCHEMA))
+
+
+def chunk_tags(conn: WarehouseConnection, database: str, chunk: str) -> list[str]:
+    table = conn.query(
+        f"SELECT TagName FROM {database}.{TAGS_TABLE} FINAL "
+        "WHERE Chunk = {chunk:String} AND Active = 1 ORDER BY TagName",
+        {"chunk": chunk},
+    )
+    return table.column("TagName").to_pylist()
+
+
+# ---------------------------------------------------------------- slice replacement
+
+
+@dataclass
+class SliceStats:
+    rows: int = 0
+    min_time: datetime | None = None
+    max_time: datetime | None = None
+    tags_with_rows: set[str] = field(default_factory=set)
+    seconds: float = 0.0
+
+
+def replace_slice(
+    warehouse: Warehouse,
+    tags: list[str],
+    start: datetime,
+    end: datetime,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    insert_rows: int = 200_000,
+    on_batch: Callable[[SliceStats], None] | None = None,
+) -> SliceStats:
+    """Make the rows of `tags` in [start, end) exactly those in `batches`.
+
+    Rows outside [start, end) or of other tags are dropped before insert (the window is the
+    slice's contract, whatever the source returned). Inserts go in groups of about
+    `insert_rows`, each in its own short warehouse session, so memory stays bounded and other
+    processes can use embedded ClickHouse between groups.
+    """
+    started = time.monotonic()
+    load_id = time.time_ns()
+    stats = SliceStats()
+    table = f"{warehouse.database}.{HISTORY_TABLE}"
+    for group in _regroup(_clip(batches, tags, start, end), insert_rows):
+        data = group.append_column(
+            LOAD_ID_COLUMN, pa.array([load_id] * group.num_rows, pa.uint64())
+        )
+        with warehouse.connect() as conn:
+            conn.insert(table, data)
+        _account(stats, group)
+        if on_batch:
+            on_batch(stats)
+    where = (
+        "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
+        f"AND DateTime < {{end:DateTime64(3, 'UTC')}} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
+    )
+    params = {"tags": list(tags), "start": _utc(start), "end": _utc(end), "load_id": load_id}
+    with warehouse.connect() as conn:
+        older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
+        if older.column("n")[0].as_py():
+            # Patch-part deletes (lightweight updates) cost about as much as an insert; a
+            # classic lightweight delete rewrites the row mask of every part it touches.
+            conn.command(
+                f"DELETE FROM {table} WHERE {where} "
+                "SETTINGS lightweight_delete_mode = 'lightweight_update'",
+                params,
+            )
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _clip(
+    batches: Iterable[pa.RecordBatch], tags: list[str], start: datetime, end: datetime
+) -> Iterator[pa.Table]:
+    lo = pa.scalar(_utc(start).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
+    hi = pa.scalar(_utc(end).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
+    wanted = pa.array(tags, pa.string())
+    for batch in batches:
+        table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
+        keep = pc.and_(
+            pc.and_(pc.greater_equal(table["DateTime"], lo), pc.less(table["DateTime"], hi)),
+            pc.is_in(table["TagName"], value_set=wanted),
+        )
+        kept = table.filter(keep)
+        if kept.num_rows:
+            yield kept
+
+
+def _regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    pending: list[pa.Table] = []
+    size = 0
+    for table in tables:
+        pending.append(table)
+        size += table.num_rows
+        if size >= rows:
+            yield pa.concat_tables(pending).combine_chunks()
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def _account(stats: SliceStats, group: pa.Table) -> None:
+    stats.rows += group.num_rows
+    low, high = pc.min_max(group["DateTime"]).values()
+    low, high = low.as_py(), high.as_py()
+    stats.min_time = low if stats.min_time is None else min(stats.min_time, low)
+    stats.max_time = high if stats.max_time is None else max(stats.max_time, high)
+    stats.tags_with_rows.update(pc.unique(group["TagName"]).to_pylist())
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive UTC (what the `{x:DateTime64(3, 'UTC')}` parameters expect as text)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+# ---------------------------------------------------------------- reading back
+
+
+def slice_row_count(
+    conn: WarehouseConnection, database: str, tags: list[str], start: datetime, end: datetime
+) -> int:
+    table = conn.query(
+        f"SELECT count() AS n FROM {database}.{HISTORY_TABLE} WHERE TagName IN {{tags:Array(String)}} "
+        "AND DateTime >= {start:DateTime64(3, 'UTC')} AND DateTime < {end:DateTime64(3, 'UTC')}",
+        {"tags": list(tags), "start": _utc(start), "end": _utc(end)},
+    )
+    return int(table.column("n")[0].as_py())
+
+
+def status(conn: WarehouseConnection, database: str) -> dict[str, object]:
+    """What landed: the figures of `ww status` (the replaced system's status API, plus lag and
+    per-chunk coverage)."""
+    totals = conn.query(
+        "SELECT uniqExact(TagName) AS total_tags, count() AS total_data_points, "
+        "min(DateTime) AS oldest_data, max(DateTime) AS newest_data "
+        f"FROM {database}.{HISTORY_TABLE}"
+    ).to_pylist()[0]
+    per_chunk = conn.query(
+        "SELECT c.Chunk AS chunk, uniqExact(c.TagName) AS tags, countIf(h.TagName != '') AS rows, "
+        "uniqExactIf(toDate(h.DateTime), h.TagName != '') AS days, "
+        "minIf(h.DateTime, h.TagName != '') AS oldest, maxIf(h.DateTime, h.TagName != '') AS newest "
+        f"FROM (SELECT TagName, Chunk FROM {database}.{TAGS_TABLE} FINAL WHERE Active = 1) AS c "
+        f"LEFT JOIN {database}.{HISTORY_TABLE} AS h ON h.TagName = c.TagName "
+        "GROUP BY c.Chunk ORDER BY c.Chunk"
+    ).to_pylist()
+    rows = int(totals["total_data_points"])
+    oldest = totals["oldest_data"] if rows else None
+    newest = totals["newest_data"] if rows else None
+    now = datetime.now(timezone.utc)
+    return {
+        "total_tags": int(totals["total_tags"]),
+        "total_data_points": rows,
+        "oldest_data": oldest.isoformat() if oldest else None,
+        "newest_data": newest.isoformat() if newest else None,
+        "data_span_days": round((newest - oldest).total_seconds() / 86400, 3) if rows else None,
+        "lag_seconds": round((now - newest).total_seconds(), 1) if newest else None,
+        "chunks": [
+            {
+                "chunk": c["chunk"],
+                "tags": int(c["tags"]),
+                "rows": int(c["rows"]),
+                "days": int(c["days"]),
+                "oldest": c["oldest"].isoformat() if c["rows"] else None,
+                "newest": c["newest"].isoformat() if c["rows"] else None,
+            }
+            for c in per_chunk
+        ],
+    }

@@ -1,0 +1,193 @@
+"""ClickHouse access: embedded chDB or a server, the same SQL for both.
+
+`Warehouse.connect()` yields a `WarehouseConnection` with three verbs (query to Arrow, command,
+insert Arrow). Query parameters use ClickHouse's `{name:Type}` syntax on both backends.
+
+chDB opens a data directory in one process at a time (DESIGN §6), so every embedded session is
+short and taken under an exclusive file lock: a backfill run, the sync, a check and the CLI
+queue for a few milliseconds instead of failing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+Params = Mapping[str, Any]
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be reached or refused a statement."""
+
+
+class WarehouseConnection(Protocol):
+    def query(self, sql: str, params: Params | None = None) -> pa.Table: ...
+
+    def command(self, sql: str, params: Params | None = None) -> None: ...
+
+    def insert(self, table: str, data: pa.Table) -> None: ...
+
+
+class Warehouse(Protocol):
+    database: str
+
+    def connect(self) -> Any:  # a context manager yielding a WarehouseConnection
+        ...
+
+    def describe(self) -> str: ...
+
+
+# ---------------------------------------------------------------- embedded chDB
+
+_CH_ESCAPES = {"\\": "\\\\", "'": "\\'"}
+
+
+def _chdb_param(value: Any) -> str:
+    """A parameter in ClickHouse's text form (chDB passes values through as text)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_quoted(v) for v in value) + "]"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _quoted(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + "".join(_CH_ESCAPES.get(c, c) for c in str(value)) + "'"
+
+
+class _ChdbConnection:
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def query(self, sql: str, params: Params | None = None) -> pa.Table:
+        return self._run(sql, params, "ArrowTable")
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._run(sql, params, "CSV")
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        # chDB's Python() table function reads the local variable named in the SQL.
+        arrow_data = data  # noqa: F841
+        self._run(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(arrow_data)", None, "CSV")
+
+    def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
+        text_params = {k: _chdb_param(v) for k, v in (params or {}).items()}
+        try:
+            return self._session.query(sql, fmt, params=text_params or None)
+        except Exception as error:  # chDB raises plain RuntimeError subclasses
+            raise WarehouseError(f"embedded ClickHouse: {error}") from error
+
+
+_process_lock = threading.Lock()
+
+
+class ChdbWarehouse:
+    """Embedded ClickHouse (chDB) in `path`; short sessions under a cross-process lock."""
+
+    def __init__(self, path: Path, database: str, lock_timeout_s: float = 600.0) -> None:
+        self.path = Path(path)
+        self.database = database
+        self.lock_timeout_s = lock_timeout_s
+
+    def describe(self) -> str:
+        return f"chDB (embedded) at {self.path}, database {self.database}"
+
+    @contextmanager
+    def connect(self) -> Iterator[WarehouseConnection]:
+        from chdb import session as chdb_session
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _process_lock, self._file_lock():
+            session = chdb_session.Session(str(self.path))
+            try:
+                yield _ChdbConnection(session)
+            finally:
+                session.close()
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a+") as handle:
+            deadline = time.monotonic() + self.lock_timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WarehouseError(
+                            f"embedded ClickHouse at {self.path} stayed busy for "
+                            f"{self.lock_timeout_s:.0f} s (lock {lock_path})"
+                        ) from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- ClickHouse server
+
+
+class _ServerConnection:
+    """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def query(self, sql: str, params: Params | None = None) -> pa.Table:
+        rows, columns = self._execute(sql, params, with_column_types=True)
+        names = [name for name, _ in columns]
+        return pa.table({n: [row[i] for row in rows] for i, n in enumerate(names)})
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._execute(sql, params)
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        self._client.execute(
+            f"INSERT INTO {table} ({columns}) VALUES",
+            [column.to_pylist() for column in data.columns],
+            columnar=True,
+        )
+
+    def _execute(self, sql: str, params: Params | None, **kwargs: Any) -> Any:
+        values = {k: (v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(v, datetime) else v)
+                  for k, v in (params or {}).items()}
+        return self._client.execute(sql, values, **kwargs)
+
+
+class ServerWarehouse:
+    """A ClickHouse server through dagster-clickhouse's `ClickhouseResource`.
+
+    The resource must be built with `settings={"server_side_params": True}` so that the
+    `{name:Type}` parameters reach the server as parameters (see `resources.py`).
+    """
+
+    def __init__(self, resource: Any, database: str) -> None:
+        self.resource = resource
+        self.database = database
+
+    def describe(self) -> str:
+        return f"ClickHouse server {self.resource.host}:{self.resource.port}, database {self.database}"
+
+    @contextmanager
+    def connect(self) -> Iterator[WarehouseConnection]:
+        try:
+            with self.resource.get_connection() as client:
+                yield _ServerConnection(client)
+        except OSError as error:
+            raise WarehouseError(f"{self.describe()}: {error}") from error

@@ -1,0 +1,1 @@
+"""The wonderware domain: tag catalog, history partitions, sync, checks."""

@@ -1,0 +1,151 @@
+"""The tag catalog and the day × tag-chunk history assets."""
+
+
+import time
+
+import dagster as dg
+
+from ww_assets.catalog import refresh_catalog
+from ww_assets.config import Settings
+from ww_assets.history_store import SliceStats, chunk_tags, ensure_schema, replace_slice
+from ww_assets.wonderware.partitions import TAG_CHUNKS, day_window, history_partitions, split_key
+from ww_assets.wonderware.resources import HistorianResource, TagCacheResource, WarehouseResource
+
+TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
+HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
+
+
+def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=TAGS_KEY,
+        group_name="wonderware",
+        kinds={"sqlserver", "clickhouse"},
+        pool="historian",
+    )
+    def tags(
+        context: dg.AssetExecutionContext,
+        historian: HistorianResource,
+        warehouse: WarehouseResource,
+        tag_cache: TagCacheResource,
+    ) -> dg.MaterializeResult:
+        """Tag catalog (`WonderwareTags`): the historian's tags of the configured types
+        (`Sys*` excluded), each in a stable tag chunk. Registers new chunks as partitions of
+        `wonderware/history` and refreshes the Redis tag-list cache."""
+        change = refresh_catalog(
+            historian.client().list_tags(), warehouse.warehouse(), settings.tag_chunk_size
+        )
+        if change.new_chunks:
+            context.instance.add_dynamic_partitions(TAG_CHUNKS.name, change.new_chunks)
+        cached = tag_cache.cache(context.log.warning).put(change.tags)
+        context.log.info(
+            f"{len(change.tags)} tags in {len(change.chunks)} chunks; "
+            f"{len(change.new_tags)} new, {len(change.retired_tags)} retired; "
+            f"new chunks: {', '.join(change.new_chunks) or 'none'}"
+        )
+        if change.initial:
+            context.log.info(
+                "first catalog: launch a backfill of wonderware/history over the days you need"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "tags": len(change.tags),
+                "chunks": len(change.chunks),
+                "new_tags": len(change.new_tags),
+                "retired_tags": len(change.retired_tags),
+                "new_tag_names": dg.MetadataValue.json(change.new_tags[:200]),
+                "chunks_with_new_tags": dg.MetadataValue.json(change.chunks_with_new_tags),
+                "initial_catalog": change.initial,
+                "tag_cache_refreshed": cached,
+            }
+        )
+
+    return tags
+
+
+def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=HISTORY_KEY,
+        deps=[TAGS_KEY],
+        group_name="wonderware",
+        kinds={"clickhouse"},
+        partitions_def=history_partitions(settings.backfill_oldest_time),
+        backfill_policy=dg.BackfillPolicy.multi_run(settings.max_partitions_per_run),
+        pool="historian",
+    )
+    def history(
+        context: dg.AssetExecutionContext,
+        historian: HistorianResource,
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
+        """Raw historian points (`WonderwareHistory`) for one UTC day × one tag chunk.
+
+        Each partition replaces exactly its slice: the stored points of the chunk's tags in
+        [day, day + 1) UTC, read with Full retrieval and `wwTimeZone = 'UTC'`, no synthetic
+        initial rows, no boundary duplicates. Reruns and range runs leave the same rows."""
+        started = time.monotonic()
+        client = historian.client()
+        store = warehouse.warehouse()
+        keys = sorted(context.partition_keys)
+        tags_by_chunk: dict[str, list[str]] = {}
+        records: list[dg.TableRecord] = []
+        total = SliceStats()
+        for number, key in enumerate(keys, start=1):
+            chunk, day = split_key(key)
+            if chunk not in tags_by_chunk:
+                with store.connect() as conn:
+                    ensure_schema(conn, store.database)
+                    tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
+            tags = tags_by_chunk[chunk]
+            if not tags:
+                raise dg.Failure(
+                    f"tag chunk {chunk} has no active tags in WonderwareTags: "
+                    "materialize wonderware/tags first"
+                )
+            start, end = day_window(day)
+            stats = replace_slice(
+                store, tags, start, end, client.read_history(tags, start, end)
+            )
+            _merge(total, stats)
+            context.log.info(
+                f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
+                f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
+            )
+            records.append(
+                dg.TableRecord(
+                    {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
+                )
+            )
+        elapsed = time.monotonic() - started
+        return dg.MaterializeResult(
+            metadata={
+                "rows": total.rows,
+                "tags": len(total.tags_with_rows),
+                "partitions_in_run": len(keys),
+                "min_datetime": total.min_time.isoformat() if total.min_time else "",
+                "max_datetime": total.max_time.isoformat() if total.max_time else "",
+                "duration_s": round(elapsed, 3),
+                "rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
+                "partition_rows": dg.MetadataValue.table(
+                    records,
+                    schema=dg.TableSchema(
+                        columns=[
+                            dg.TableColumn("partition", "string"),
+                            dg.TableColumn("rows", "int"),
+                            dg.TableColumn("tags", "int"),
+                        ]
+                    ),
+                ),
+            }
+        )
+
+    return history
+
+
+def _merge(total: SliceStats, part: SliceStats) -> None:
+    total.rows += part.rows
+    total.tags_with_rows |= part.tags_with_rows
+    for attr, pick in (("min_time", min), ("max_time", max)):
+        value = getattr(part, attr)
+        if value is not None:
+            current = getattr(total, attr)
+            setattr(total, attr, value if current is None else pick(current, value))

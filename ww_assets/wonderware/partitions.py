@@ -1,0 +1,40 @@
+"""Partitions of `wonderware/history`: UTC day × tag chunk."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+
+TAG_CHUNKS = dg.DynamicPartitionsDefinition(name="tag_chunks")
+
+
+def history_partitions(oldest: datetime) -> dg.MultiPartitionsDefinition:
+    """Complete UTC days from `oldest` × the registered tag chunks.
+
+    Dimensions sort by name, so a key reads `chunk-0001|2025-01-31` (DESIGN §6).
+    """
+    return dg.MultiPartitionsDefinition(
+        {
+            "date": dg.DailyPartitionsDefinition(
+                start_date=oldest.strftime("%Y-%m-%d"), timezone="UTC"
+            ),
+            "chunk": TAG_CHUNKS,
+        }
+    )
+
+
+def split_key(key: str) -> tuple[str, date]:
+    """(chunk, day) of a history partition key."""
+    chunk, _, day = key.partition("|")
+    return chunk, date.fromisoformat(day)
+
+
+def history_key(chunk: str, day: date) -> str:
+    return f"{chunk}|{day.isoformat()}"
+
+
+def day_window(day: date) -> tuple[datetime, datetime]:
+    """[day, day + 1) in UTC."""
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)

@@ -1,0 +1,118 @@
+"""Dagster resources: one per external system. Assets never touch drivers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_clickhouse import ClickhouseResource
+
+from ww_assets.config import Settings
+from ww_assets.historian import EmulatorHistorian, HistorianClient, SqlServerHistorian
+from ww_assets.tag_cache import TagCache
+from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse
+
+
+class HistorianResource(dg.ConfigurableResource):
+    """The AVEVA Historian: SQL Server through pymssql when `host` is set, else the emulator."""
+
+    host: str | None = None
+    port: int = 1433
+    database: str = "Runtime"
+    username: str | None = None
+    password: str | None = None
+    login_timeout_s: int = 15
+    query_timeout_s: int = 600
+    retrieval_mode: str = "Full"
+    tag_types: list[int] = [1, 2, 3]
+    emulator_path: str = ".ww/historian.sqlite"
+    emulator_timezone: str = "America/Chicago"
+    batch_rows: int = 100_000
+
+    def client(self) -> HistorianClient:
+        if self.host:
+            return SqlServerHistorian(
+                host=self.host,
+                port=self.port,
+                database=self.database,
+                username=self.username,
+                password=self.password,
+                tag_types=tuple(self.tag_types),
+                retrieval_mode=self.retrieval_mode,
+                login_timeout_s=self.login_timeout_s,
+                query_timeout_s=self.query_timeout_s,
+                batch_rows=self.batch_rows,
+            )
+        return EmulatorHistorian(
+            Path(self.emulator_path),
+            tag_types=tuple(self.tag_types),
+            retrieval_mode=self.retrieval_mode,
+            server_timezone=self.emulator_timezone,
+            batch_rows=self.batch_rows,
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """ClickHouse: a server through dagster-clickhouse when `host` is set, else chDB."""
+
+    host: str | None = None
+    port: int = 9000
+    user: str = "default"
+    password: str = ""
+    database: str = "wonderware"
+    chdb_path: str = ".ww/clickhouse"
+
+    def warehouse(self) -> Warehouse:
+        if self.host:
+            server = ClickhouseResource(
+                host=self.host,
+                port=self.port,
+                user=self.user,
+                password=self.password,
+                settings={"server_side_params": True},
+            )
+            return ServerWarehouse(server, self.database)
+        return ChdbWarehouse(Path(self.chdb_path), self.database)
+
+
+class TagCacheResource(dg.ConfigurableResource):
+    """The Redis tag-list cache; `url` unset means no cache."""
+
+    url: str | None = None
+    ttl_s: int = 3600
+
+    def cache(self, warn=None) -> TagCache:  # type: ignore[no-untyped-def]
+        return TagCache(self.url, self.ttl_s, warn)
+
+
+def _secret(value: str | None, name: str) -> str | None:
+    """Secrets stay env-var references in the UI instead of plain text."""
+    return dg.EnvVar(name) if value else None  # type: ignore[return-value]
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "historian": HistorianResource(
+            host=settings.wonderware_host,
+            port=settings.wonderware_port,
+            database=settings.wonderware_database,
+            username=settings.wonderware_username,
+            password=_secret(settings.wonderware_password, "WONDERWARE_PASSWORD"),
+            login_timeout_s=settings.login_timeout_s,
+            query_timeout_s=settings.query_timeout_s,
+            retrieval_mode=settings.retrieval_mode,
+            tag_types=list(settings.tag_types),
+            emulator_path=str(settings.historian_sqlite),
+            emulator_timezone=settings.emulator_timezone,
+            batch_rows=settings.batch_rows,
+        ),
+        "warehouse": WarehouseResource(
+            host=settings.clickhouse_host,
+            port=settings.clickhouse_port,
+            user=settings.clickhouse_user,
+            password=_secret(settings.clickhouse_password or None, "CLICKHOUSE_PASSWORD") or "",
+            database=settings.clickhouse_db,
+            chdb_path=str(settings.chdb_path),
+        ),
+        "tag_cache": TagCacheResource(url=settings.redis_url, ttl_s=settings.tag_cache_ttl_s),
+    }

@@ -1,0 +1,88 @@
+"""Pure modules: settings from the environment, stable chunk assignment."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from ww_assets.chunking import assign_chunks, chunk_key, chunk_number
+from ww_assets.config import ConfigError, Settings
+
+
+def test_defaults_are_embedded() -> None:
+    s = Settings.from_env({})
+    assert s.wonderware_host is None and s.clickhouse_host is None and s.redis_url is None
+    assert s.historian_sqlite.name == "historian.sqlite" and s.chdb_path.name == "clickhouse"
+    assert s.home.name == ".ww"
+    assert s.retrieval_mode == "Full"
+    assert s.tag_types == (1, 2, 3)
+    assert s.clickhouse_db == "wonderware"
+    assert s.backfill_oldest_time == datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("WONDERWARE_PIPELINE_TAG_CHUNK_SIZE", "ten", "not a whole number"),
+        ("WONDERWARE_PIPELINE_TAG_CHUNK_SIZE", "0", "at least 1"),
+        ("WONDERWARE_PORT", "70000", "at most 65535"),
+        ("WONDERWARE_RETRIEVAL_MODE", "Sideways", "not one of"),
+        ("WONDERWARE_TAG_TYPES", "analog,bogus", "unknown tag type 'bogus'"),
+        ("WONDERWARE_TAG_TYPES", ",", "selects no tag type"),
+        ("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "yesterday", "not a date"),
+        ("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2999-01-01", "in the future"),
+        ("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2025-01-01 06:00", "UTC midnight"),
+        ("WONDERWARE_EMULATOR_TIMEZONE", "Mars/Olympus", "IANA"),
+        ("CLICKHOUSE_DB", "wonder-ware; DROP", "letters, digits"),
+        ("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "every minute", "cron"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        Settings.from_env({name: value})
+    assert name in str(error.value)
+
+
+def test_retrieval_mode_and_tag_types_are_normalised() -> None:
+    s = Settings.from_env({"WONDERWARE_RETRIEVAL_MODE": "delta", "WONDERWARE_TAG_TYPES": "string, 1"})
+    assert s.retrieval_mode == "Delta"
+    assert s.tag_types == (1, 3)
+
+
+def test_chunk_keys_round_trip_and_sort_in_creation_order() -> None:
+    assert chunk_key(1) == "chunk-0001"
+    assert chunk_number("chunk-0123") == 123
+    assert sorted([chunk_key(10), chunk_key(9)]) == [chunk_key(9), chunk_key(10)]
+    with pytest.raises(ValueError):
+        chunk_number("0001")
+
+
+def test_first_assignment_fills_chunks_in_name_order() -> None:
+    assigned = assign_chunks({}, ["c", "a", "e", "b", "d"], chunk_size=2)
+    assert assigned == {"a": "chunk-0001", "b": "chunk-0001", "c": "chunk-0002",
+                        "d": "chunk-0002", "e": "chunk-0003"}
+
+
+def test_existing_tags_never_move_and_new_tags_fill_the_newest_chunk() -> None:
+    existing = assign_chunks({}, [f"t{i:03d}" for i in range(5)], chunk_size=2)
+    # new tags sorting before every existing one must not shift anything
+    new = assign_chunks(existing, [*existing, "a-new", "zz-new", "m-new"], chunk_size=2)
+    assert set(new) == {"a-new", "m-new", "zz-new"}
+    assert new["a-new"] == "chunk-0003"  # chunk-0003 held one tag: room for one
+    assert new["m-new"] == new["zz-new"] == "chunk-0004"
+    assert assign_chunks({**existing, **new}, existing, chunk_size=2) == {}
+
+
+def test_growing_a_hundred_fold_keeps_every_assignment() -> None:
+    existing = assign_chunks({}, [f"tag{i}" for i in range(150)], chunk_size=50)
+    grown = {**existing, **assign_chunks(existing, [f"tag{i}" for i in range(15_000)], 50)}
+    assert all(grown[t] == c for t, c in existing.items())
+    assert len(set(grown.values())) == 300
+
+
+def test_a_smaller_chunk_size_later_only_affects_new_tags() -> None:
+    existing = assign_chunks({}, ["a", "b", "c"], chunk_size=10)
+    new = assign_chunks(existing, ["d", "e"], chunk_size=2)
+    assert set(existing.values()) == {"chunk-0001"}
+    assert new == {"d": "chunk-0002", "e": "chunk-0002"}

@@ -1,0 +1,57 @@
+"""The code location loads as Dagster and the UI see it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ww_assets.config import Settings
+from ww_assets.definitions import build_definitions
+from ww_assets_tests.conftest import REPO
+
+
+def test_assets_partitions_resources_and_sensors(ww_env: Path) -> None:
+    defs = build_definitions(Settings.from_env())
+    keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    assert keys == {dg.AssetKey(["wonderware", "tags"]), dg.AssetKey(["wonderware", "history"])}
+    history = defs.resolve_assets_def(dg.AssetKey(["wonderware", "history"]))
+    partitions = history.partitions_def
+    assert isinstance(partitions, dg.MultiPartitionsDefinition)
+    dims = {d.name: d.partitions_def for d in partitions.partitions_defs}
+    assert isinstance(dims["date"], dg.DailyPartitionsDefinition)
+    assert dims["date"].start.strftime("%Y-%m-%d") == "2025-10-01"
+    assert dims["date"].timezone == "UTC"
+    assert isinstance(dims["chunk"], dg.DynamicPartitionsDefinition)
+    assert dims["chunk"].name == "tag_chunks"
+    assert history.backfill_policy == dg.BackfillPolicy.multi_run(31)
+    assert set(defs.resources) == {"historian", "warehouse", "tag_cache"}
+    assert defs.resolve_sensor_def("new_tag_history_sensor").default_status == (
+        dg.DefaultSensorStatus.RUNNING
+    )
+    assert defs.resolve_job_def("wonderware_history_job")
+
+
+def test_bad_knob_fails_at_load_naming_the_variable(
+    ww_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WONDERWARE_PIPELINE_TAG_CHUNK_SIZE", "ten")
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "WONDERWARE_PIPELINE_TAG_CHUNK_SIZE" in result.stdout + result.stderr
+
+
+def test_dagster_definitions_validate_passes(ww_env: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation successful" in result.stdout + result.stderr

@@ -1,0 +1,97 @@
+"""Invariant §5.2: tags keep their chunk; new tags get their past loaded by the sensor."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+
+from ww_assets.emulator import store
+from ww_assets.history_store import read_catalog
+from ww_assets_tests.conftest import Pipeline
+from ww_assets_tests.plant_fixtures import (
+    COPIED_TAGS,
+    DAYS,
+    build_trap_plant,
+    stored_points,
+    warehouse_points,
+)
+
+NEW_TAGS = ["Aaa.First", "Mmm.Middle", "Zzz.Last"]  # sort before, among and after the others
+
+
+def _catalog(p: Pipeline) -> dict[str, str]:
+    with p.warehouse.connect() as conn:
+        return {r["TagName"]: r["Chunk"] for r in read_catalog(conn, "wonderware").to_pylist()}
+
+
+def _sensor_requests(p: Pipeline) -> dg.SensorResult | list:
+    sensor = p.defs.resolve_sensor_def("new_tag_history_sensor")
+    context = dg.build_sensor_context(instance=p.instance, definitions=p.defs)
+    return sensor.evaluate_tick(context)
+
+
+def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) -> None:
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    before = _catalog(pipeline)
+    skipped = _sensor_requests(pipeline)
+    assert not skipped.run_requests and "first catalog" in skipped.skip_message
+
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_tags(conn, [store.TagDef(name, 1, "added later", 0, 10, "bar") for name in NEW_TAGS])
+    store.add_points(conn, [
+        (name, datetime(2025, 10, 31, tzinfo=timezone.utc) + timedelta(hours=7 * i), float(i),
+         repr(float(i)), 0, 192, 192)
+        for name in NEW_TAGS for i in range(12)
+    ])
+    conn.close()
+    assert pipeline.materialize_tags().success
+    after = _catalog(pipeline)
+
+    assert {t: after[t] for t in before} == before
+    assert set(after) == set(before) | set(NEW_TAGS)
+    # 6 tags in chunks of 4: chunk-0002 had room for 2, the third opens chunk-0003
+    assert [after[t] for t in NEW_TAGS] == ["chunk-0002", "chunk-0002", "chunk-0003"]
+    assert pipeline.chunks() == ["chunk-0001", "chunk-0002", "chunk-0003"]
+
+    tick = _sensor_requests(pipeline)
+    requests = tick.run_requests
+    assert [r.tags["ww/chunk"] for r in requests] == ["chunk-0002", "chunk-0003"]
+    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    assert requests[0].tags["dagster/asset_partition_range_start"] == "chunk-0002|2025-10-01"
+    assert requests[0].tags["dagster/asset_partition_range_end"] == f"chunk-0002|{yesterday}"
+
+    # run what the sensor asked for, over the plant's days (the whole range is only longer)
+    job = pipeline.defs.resolve_job_def("wonderware_history_job")
+    for request in requests:
+        chunk = request.tags["ww/chunk"]
+        result = job.execute_in_process(
+            instance=pipeline.instance,
+            tags={**request.tags,
+                  "dagster/asset_partition_range_start": f"{chunk}|{DAYS[0]}",
+                  "dagster/asset_partition_range_end": f"{chunk}|{DAYS[-1]}"},
+        )
+        assert result.success
+    tags = sorted(t for t, c in after.items() if c in ("chunk-0002", "chunk-0003"))
+    expected = stored_points(pipeline.settings.historian_sqlite, tags, DAYS[0], DAYS[-1])
+    assert any(r[0] in NEW_TAGS for r in expected)
+    assert warehouse_points(pipeline.warehouse, tags, DAYS[0], DAYS[-1]) == expected
+
+
+def test_retired_tags_keep_their_chunk_and_leave_the_slices(pipeline: Pipeline) -> None:
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    before = _catalog(pipeline)
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    with conn:
+        conn.execute("DELETE FROM TagRef WHERE TagName = ?", ("Tank.Level",))
+    conn.close()
+    result = pipeline.materialize_tags()
+    assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["retired_tags"].value == 1
+    with pipeline.warehouse.connect() as conn:
+        rows = {r["TagName"]: r for r in read_catalog(conn, "wonderware").to_pylist()}
+    assert rows["Tank.Level"]["Chunk"] == before["Tank.Level"] and rows["Tank.Level"]["Active"] == 0
+    assert set(COPIED_TAGS) - {"Tank.Level"} == {t for t, r in rows.items() if r["Active"]}
