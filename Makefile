@@ -39,5 +39,9 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
+## bench: throughput of ww_assets against a bare copy and the replaced system's row path
+bench: install
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(WW_HOME) .pytest_cache

@@ -49,6 +49,17 @@ class Settings:
     batch_rows: int
     tag_cache_ttl_s: int
     sync_schedule: str
+    sync_interval_s: int
+    sync_lookback_s: int
+    sync_safety_margin_s: int
+    sync_initial_lookback_s: int
+    refresh_days: int
+    # data quality
+    reconcile_days: int
+    reconcile_schedule: str
+    quality_good_min_ratio: float
+    freshness_max_lag_s: int
+    alert_webhook_url: str | None
 
     @property
     def historian_sqlite(self) -> Path:
@@ -90,6 +101,18 @@ class Settings:
             batch_rows=r.integer("WONDERWARE_PIPELINE_BATCH_ROWS", 100_000, minimum=100),
             tag_cache_ttl_s=r.integer("WONDERWARE_PIPELINE_TAG_CACHE_TTL", 3600, minimum=1),
             sync_schedule=r.cron("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "*/1 * * * *"),
+            sync_interval_s=r.integer("WONDERWARE_PIPELINE_SYNC_INTERVAL", 60, minimum=5),
+            sync_lookback_s=r.integer("WONDERWARE_PIPELINE_SYNC_LOOKBACK", 900, minimum=0),
+            sync_safety_margin_s=r.integer("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", 5, minimum=0),
+            sync_initial_lookback_s=r.integer(
+                "WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", 3600, minimum=60
+            ),
+            refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 2, minimum=1),
+            reconcile_days=r.integer("WONDERWARE_PIPELINE_RECONCILE_DAYS", 7, minimum=1),
+            reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),
+            quality_good_min_ratio=r.ratio("WONDERWARE_QUALITY_GOOD_MIN_RATIO", 0.9),
+            freshness_max_lag_s=r.integer("WONDERWARE_FRESHNESS_MAX_LAG", 300, minimum=1),
+            alert_webhook_url=r.optional("WONDERWARE_ALERT_WEBHOOK_URL"),
         )
 
 
@@ -118,6 +141,18 @@ class _Reader:
             raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
         if maximum is not None and value > maximum:
             raise ConfigError(f"{name}={raw!r} must be at most {maximum}")
+        return value
+
+    def ratio(self, name: str, default: float) -> float:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a number") from None
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}={raw!r} must be between 0 and 1")
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:

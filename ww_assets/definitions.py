@@ -12,11 +12,14 @@ from ww_assets.wonderware.sensors import build_new_tag_history_sensor
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    return dg.Definitions(
+    history = dg.Definitions(
         assets=[build_tags_asset(settings), build_history_asset(settings)],
         jobs=[history_job],
         sensors=[build_new_tag_history_sensor(settings)],
-        resources=build_resources(settings),
+    )
+    return dg.Definitions.merge(
+        history,
+        dg.Definitions(resources=build_resources(settings)),
     )
 
 
