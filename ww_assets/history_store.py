@@ -94,6 +94,27 @@ def chunk_tags(conn: WarehouseConnection, database: str, chunk: str) -> list[str
     return table.column("TagName").to_pylist()
 
 
+def active_tags_by_chunk(conn: WarehouseConnection, database: str) -> dict[str, list[str]]:
+    table = conn.query(
+        f"SELECT Chunk, groupArray(TagName) AS tags FROM "
+        f"(SELECT Chunk, TagName FROM {database}.{TAGS_TABLE} FINAL WHERE Active = 1 "
+        "ORDER BY TagName) GROUP BY Chunk ORDER BY Chunk"
+    )
+    return {row["Chunk"]: list(row["tags"]) for row in table.to_pylist()}
+
+
+def tag_watermarks(
+    conn: WarehouseConnection, database: str, since: datetime
+) -> dict[str, datetime]:
+    """Each tag's newest point at or after `since` (tags with none are absent)."""
+    table = conn.query(
+        f"SELECT TagName, max(DateTime) AS newest FROM {database}.{HISTORY_TABLE} "
+        "WHERE DateTime >= {since:DateTime64(3, 'UTC')} GROUP BY TagName",
+        {"since": _utc(since)},
+    )
+    return {row["TagName"]: row["newest"] for row in table.to_pylist()}
+
+
 # ---------------------------------------------------------------- slice replacement
 
 

@@ -83,8 +83,24 @@ def build_trap_plant(path: Path) -> None:
         conn.close()
 
 
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 def stored_points(path: Path, tags: list[str], first: date, last: date) -> list[tuple]:
-    """The emulator's stored points of `tags` in [first, last + 1 day), straight from SQLite."""
+    """The emulator's stored points of `tags` on the days first..last, straight from SQLite."""
+    return stored_points_between(path, tags, _day_start(first), _day_start(last) + timedelta(days=1))
+
+
+def warehouse_points(warehouse: Warehouse, tags: list[str], first: date, last: date) -> list[tuple]:
+    """The same columns from ClickHouse for the days first..last."""
+    return warehouse_points_between(
+        warehouse, tags, _day_start(first), _day_start(last) + timedelta(days=1)
+    )
+
+
+def stored_points_between(path: Path, tags: list[str], since: datetime, until: datetime) -> list[tuple]:
+    """Stored points of `tags` in [since, until), straight from SQLite (not the emulator)."""
     conn = sqlite3.connect(path)
     try:
         marks = ",".join("?" * len(tags))
@@ -92,14 +108,16 @@ def stored_points(path: Path, tags: list[str], first: date, last: date) -> list[
             "SELECT TagName, DateTime, Value, VValue, Quality, QualityDetail, OpcQuality "
             f"FROM Points WHERE TagName IN ({marks}) AND DateTime >= ? AND DateTime < ? "
             "ORDER BY TagName, DateTime",
-            [*tags, f"{first} 00:00:00.000", f"{last + timedelta(days=1)} 00:00:00.000"],
+            [*tags, store.format_utc(since), store.format_utc(until)],
         ).fetchall()
     finally:
         conn.close()
     return [tuple(r) for r in rows]
 
 
-def warehouse_points(warehouse: Warehouse, tags: list[str], first: date, last: date) -> list[tuple]:
+def warehouse_points_between(
+    warehouse: Warehouse, tags: list[str], since: datetime, until: datetime
+) -> list[tuple]:
     """The same columns from ClickHouse, as a plain SELECT (no FINAL) sees them."""
     with warehouse.connect() as conn:
         table = conn.query(
@@ -108,8 +126,7 @@ def warehouse_points(warehouse: Warehouse, tags: list[str], first: date, last: d
             f"FROM {warehouse.database}.{HISTORY_TABLE} "
             "WHERE TagName IN {tags:Array(String)} AND DateTime >= {a:DateTime64(3, 'UTC')} "
             "AND DateTime < {b:DateTime64(3, 'UTC')} ORDER BY TagName, Stamp",
-            {"tags": tags, "a": datetime(first.year, first.month, first.day),
-             "b": datetime(last.year, last.month, last.day) + timedelta(days=1)},
+            {"tags": tags, "a": store.to_naive_utc(since), "b": store.to_naive_utc(until)},
         )
     return [
         (r["TagName"], r["Stamp"], r["Value"], r["VValue"], r["Quality"],

@@ -18,7 +18,11 @@ from ww_assets_tests.conftest import REPO
 def test_assets_partitions_resources_and_sensors(ww_env: Path) -> None:
     defs = build_definitions(Settings.from_env())
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert keys == {dg.AssetKey(["wonderware", "tags"]), dg.AssetKey(["wonderware", "history"])}
+    assert {
+        dg.AssetKey(["wonderware", "tags"]),
+        dg.AssetKey(["wonderware", "history"]),
+        dg.AssetKey(["wonderware", "history_sync"]),
+    } <= keys
     history = defs.resolve_assets_def(dg.AssetKey(["wonderware", "history"]))
     partitions = history.partitions_def
     assert isinstance(partitions, dg.MultiPartitionsDefinition)
@@ -34,6 +38,12 @@ def test_assets_partitions_resources_and_sensors(ww_env: Path) -> None:
         dg.DefaultSensorStatus.RUNNING
     )
     assert defs.resolve_job_def("wonderware_history_job")
+    assert defs.resolve_sensor_def("history_sync_sensor").default_status == (
+        dg.DefaultSensorStatus.RUNNING
+    )
+    assert defs.resolve_schedule_def("history_sync_schedule").default_status == (
+        dg.DefaultScheduleStatus.STOPPED
+    )
 
 
 def test_bad_knob_fails_at_load_naming_the_variable(

@@ -105,7 +105,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
             stats = replace_slice(
                 store, tags, start, end, client.read_history(tags, start, end)
             )
-            _merge(total, stats)
+            merge_stats(total, stats)
             context.log.info(
                 f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
                 f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
@@ -141,7 +141,8 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
     return history
 
 
-def _merge(total: SliceStats, part: SliceStats) -> None:
+def merge_stats(total: SliceStats, part: SliceStats) -> None:
+    """Add `part` into `total`."""
     total.rows += part.rows
     total.tags_with_rows |= part.tags_with_rows
     for attr, pick in (("min_time", min), ("max_time", max)):

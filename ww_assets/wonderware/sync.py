@@ -1,0 +1,240 @@
+"""The incremental sync: asset, its job, the sensor and schedule that trigger it, and the
+nightly refresh of the most recent days (late data beyond the sync's lookback)."""
+
+import time
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+
+from ww_assets.config import Settings
+from ww_assets.history_store import (
+    SliceStats,
+    active_tags_by_chunk,
+    ensure_schema,
+    replace_slice,
+    tag_watermarks,
+)
+from ww_assets.sync_plan import plan_sync
+from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, merge_stats
+from ww_assets.wonderware.jobs import history_job
+from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
+from ww_assets.wonderware.resources import HistorianResource, TagCacheResource, WarehouseResource
+from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+SYNC_KEY = dg.AssetKey(["wonderware", "history_sync"])
+SYNC_RUN_TAG = "ww/sync"
+ACTIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SYNC_KEY,
+        deps=[TAGS_KEY],
+        group_name="wonderware",
+        kinds={"clickhouse"},
+        pool="historian",
+    )
+    def history_sync(
+        context: dg.AssetExecutionContext,
+        historian: HistorianResource,
+        warehouse: WarehouseResource,
+        tag_cache: TagCacheResource,
+    ) -> dg.MaterializeResult:
+        """Today's points, within about a minute: for every tag chunk, re-reads each tag from
+        its own newest loaded point minus the lookback (WONDERWARE_PIPELINE_SYNC_LOOKBACK) up
+        to now minus the safety margin, and replaces exactly that window in
+        `WonderwareHistory`. Slow tags and store-and-forward bursts behind the newest point
+        are read too; nothing is skipped by a global watermark."""
+        started = time.monotonic()
+        now = datetime.now(timezone.utc)
+        store = warehouse.warehouse()
+        client = historian.client()
+        horizon = _day_start(now.date() - timedelta(days=settings.refresh_days))
+        with store.connect() as conn:
+            ensure_schema(conn, store.database)
+            tags_by_chunk = active_tags_by_chunk(conn, store.database)
+            before = tag_watermarks(conn, store.database, horizon)
+        if not tags_by_chunk:
+            raise dg.Failure("the tag catalog is empty: materialize wonderware/tags first")
+        tags_by_chunk = _limit_to_cached_tags(tags_by_chunk, tag_cache, context)
+        fallback, why = _first_sync_start(context.instance, now, settings)
+        if not before:
+            context.log.info(f"first sync on an empty table: starting {why}")
+        windows = plan_sync(
+            tags_by_chunk,
+            before,
+            now=now,
+            lookback=timedelta(seconds=settings.sync_lookback_s),
+            safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
+            fallback_start=max(fallback, horizon),
+            horizon=horizon,
+        )
+        total = SliceStats()
+        for number, window in enumerate(windows, start=1):
+            stats = replace_slice(
+                store,
+                list(window.tags),
+                window.start,
+                window.end,
+                client.read_history(window.tags, window.start, window.end),
+            )
+            merge_stats(total, stats)
+            context.log.info(
+                f"window {number}/{len(windows)}: {window.chunk} "
+                f"{'behind' if window.behind else 'current'} {len(window.tags)} tags "
+                f"{window.start:%Y-%m-%d %H:%M:%S} → {window.end:%H:%M:%S}: {stats.rows} rows"
+            )
+        with store.connect() as conn:
+            after = tag_watermarks(conn, store.database, horizon)
+        newest = max(after.values(), default=None)
+        advanced = sum(1 for tag, moment in after.items() if tag not in before or moment > before[tag])
+        lag = (datetime.now(timezone.utc) - newest).total_seconds() if newest else None
+        return dg.MaterializeResult(
+            metadata={
+                "rows": total.rows,
+                "windows": len(windows),
+                "tags_with_new_points": advanced,
+                "oldest_point_loaded": total.min_time.isoformat() if total.min_time else "",
+                "newest_point_loaded": total.max_time.isoformat() if total.max_time else "",
+                "newest_point": newest.isoformat() if newest else "",
+                "lag_seconds": dg.MetadataValue.float(round(lag, 1) if lag is not None else -1.0),
+                "duration_s": round(time.monotonic() - started, 3),
+            }
+        )
+
+    return history_sync
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def _limit_to_cached_tags(
+    tags_by_chunk: dict[str, list[str]],
+    tag_cache: TagCacheResource,
+    context: dg.AssetExecutionContext,
+) -> dict[str, list[str]]:
+    """The Redis tag list rules between catalog refreshes; the catalog gives the chunks."""
+    cache = tag_cache.cache(context.log.warning)
+    cached = cache.get()
+    if cached is None:
+        cache.put(sorted(t for tags in tags_by_chunk.values() for t in tags))
+        return tags_by_chunk
+    wanted = set(cached)
+    return {c: [t for t in tags if t in wanted] for c, tags in tags_by_chunk.items()}
+
+
+def _first_sync_start(
+    instance: dg.DagsterInstance, now: datetime, settings: Settings
+) -> tuple[datetime, str]:
+    """Where a tag without loaded points starts: the end of the newest loaded daily
+    partition, else WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK before now."""
+    days = [split_key(k)[1] for k in instance.get_materialized_partitions(HISTORY_KEY)]
+    if days:
+        end = _day_start(max(days) + timedelta(days=1))
+        return end, f"at the end of the newest loaded daily partition ({end:%Y-%m-%d %H:%M} UTC)"
+    start = now - timedelta(seconds=settings.sync_initial_lookback_s)
+    return start, f"{settings.sync_initial_lookback_s} s ago (no daily partition loaded yet)"
+
+
+sync_job = dg.define_asset_job(
+    "wonderware_sync_job",
+    selection=dg.AssetSelection.assets(SYNC_KEY),
+    tags={SYNC_RUN_TAG: "true"},
+    description="The incremental sync of wonderware/history_sync.",
+)
+
+
+def active_sync_run(instance: dg.DagsterInstance) -> str | None:
+    """The id of a queued or running sync run, if any."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(tags={SYNC_RUN_TAG: "true"}, statuses=ACTIVE_RUN_STATUSES),
+        limit=1,
+    )
+    return runs[0].run_id if runs else None
+
+
+def build_sync_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="history_sync_sensor",
+        job=sync_job,
+        minimum_interval_seconds=settings.sync_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def history_sync_sensor(context: dg.SensorEvaluationContext):
+        """Requests a sync run every WONDERWARE_PIPELINE_SYNC_INTERVAL seconds unless one is
+        already queued or running."""
+        running = active_sync_run(context.instance)
+        if running:
+            return dg.SkipReason(f"sync run {running} is still queued or running")
+        return dg.RunRequest()
+
+    return history_sync_sensor
+
+
+def build_sync_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="history_sync_schedule",
+        job=sync_job,
+        cron_schedule=settings.sync_schedule,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+    def history_sync_schedule(context: dg.ScheduleEvaluationContext):
+        """The alternative trigger of the sync (WONDERWARE_PIPELINE_SYNC_SCHEDULE); stop the
+        sensor when you start this."""
+        running = active_sync_run(context.instance)
+        if running:
+            return dg.SkipReason(f"sync run {running} is still queued or running")
+        return dg.RunRequest()
+
+    return history_sync_schedule
+
+
+def refresh_request(chunks: list[str], today: date, days: int) -> dg.RunRequest | None:
+    """One range run over every chunk × the `days` complete days before `today`."""
+    if not chunks:
+        return None
+    first, last = today - timedelta(days=days), today - timedelta(days=1)
+    return dg.RunRequest(
+        run_key=f"refresh-{today}",
+        tags={
+            RANGE_START_TAG: history_key(chunks[0], first),
+            RANGE_END_TAG: history_key(chunks[-1], last),
+            "ww/reason": "nightly-refresh",
+        },
+    )
+
+
+def build_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="history_refresh_schedule",
+        job=history_job,
+        cron_schedule="15 0 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    def history_refresh_schedule(context: dg.ScheduleEvaluationContext):
+        """After midnight UTC, re-materializes the last WONDERWARE_PIPELINE_REFRESH_DAYS days
+        of every chunk, so late points the sync's lookback missed become exact."""
+        chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
+        today = context.scheduled_execution_time.astimezone(timezone.utc).date()
+        request = refresh_request(chunks, today, settings.refresh_days)
+        return request or dg.SkipReason("no tag chunks yet: materialize wonderware/tags")
+
+    return history_refresh_schedule
+
+
+def build_sync_definitions(settings: Settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[build_sync_asset(settings)],
+        jobs=[sync_job],
+        sensors=[build_sync_sensor(settings)],
+        schedules=[build_sync_schedule(settings), build_refresh_schedule(settings)],
+    )

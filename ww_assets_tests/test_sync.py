@@ -1,0 +1,260 @@
+"""The incremental sync: per-tag watermarks, lookback, overlap with daily partitions, triggers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ww_assets.config import Settings
+from ww_assets.definitions import build_definitions
+from ww_assets.emulator import store
+from ww_assets.sync_plan import plan_sync
+from ww_assets.tag_cache import CACHE_KEY
+from ww_assets.wonderware.sync import SYNC_KEY, SYNC_RUN_TAG, refresh_request
+from ww_assets_tests.conftest import Pipeline, RedisServer
+
+UTC = timezone.utc
+TAGS = [
+    store.TagDef("Fast.Flow", 1, "every 20 s", 0, 100, "m3/h"),
+    store.TagDef("Slow.Setpoint", 1, "changed hours ago", 0, 100, "%"),
+    store.TagDef("Pump's;--State", 2, "discrete"),
+    store.TagDef("Kühl.Text", 3, "string"),
+]
+NAMES = sorted(t.name for t in TAGS)
+
+
+# ---------------------------------------------------------------- pure planning
+
+
+def test_plan_gives_slow_tags_their_own_window_from_their_watermark() -> None:
+    now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    windows = plan_sync(
+        {"chunk-0001": ["a", "b", "c"]},
+        {"a": now - timedelta(seconds=30), "b": now - timedelta(hours=5)},
+        now=now,
+        lookback=timedelta(minutes=15),
+        safety_margin=timedelta(seconds=5),
+        fallback_start=now - timedelta(hours=1),
+        horizon=now - timedelta(days=2),
+    )
+    current, behind = windows
+    assert current.tags == ("a",) and not current.behind
+    assert current.start == now - timedelta(seconds=30) - timedelta(minutes=15)
+    assert behind.tags == ("b", "c") and behind.behind
+    assert behind.start == now - timedelta(hours=5, minutes=15)  # b's, older than c's fallback
+    assert current.end == behind.end == now - timedelta(seconds=5)
+
+
+def test_plan_never_starts_before_the_horizon() -> None:
+    now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    horizon = now - timedelta(days=1)
+    (window,) = plan_sync(
+        {"c": ["x"]}, {"x": now - timedelta(days=30)}, now=now, lookback=timedelta(minutes=15),
+        safety_margin=timedelta(0), fallback_start=now, horizon=horizon,
+    )
+    assert window.start == horizon
+
+
+# ---------------------------------------------------------------- with real parts
+
+
+def _points(start: datetime, end: datetime, tag: str, every_s: int, value0: float = 0.0):
+    moment, i = start, 0
+    while moment < end:
+        value = value0 + (i % 7)
+        yield (tag, moment, value, repr(value), 0, 192, 192)
+        moment += timedelta(seconds=every_s, milliseconds=37)
+        i += 1
+
+
+def _add(path: Path, rows) -> None:
+    conn = store.connect(path)
+    store.add_points(conn, list(rows))
+    conn.close()
+
+
+def _plant(path: Path, now: datetime) -> None:
+    conn = store.connect(path)
+    store.add_tags(conn, TAGS)
+    conn.close()
+    start = now - timedelta(hours=6)
+    _add(path, _points(start, now - timedelta(seconds=30), "Fast.Flow", 20))
+    _add(path, _points(start, now - timedelta(hours=3), "Slow.Setpoint", 600, 50.0))
+    _add(path, _points(start, now - timedelta(seconds=30), "Pump's;--State", 300))
+    _add(path, [("Kühl.Text", now - timedelta(minutes=m), None, f"msg {m}", 0, 192, 192)
+                for m in (200, 100, 10)])
+
+
+def _sync(p: Pipeline) -> dg.ExecuteInProcessResult:
+    job = p.defs.resolve_job_def("wonderware_sync_job")
+    return job.execute_in_process(instance=p.instance, raise_on_error=False)
+
+
+def _exact_since(p: Pipeline, since: datetime, until: datetime) -> int:
+    """ClickHouse equals the stored points in [since, until); returns the row count."""
+    from ww_assets_tests.plant_fixtures import stored_points_between, warehouse_points_between
+
+    expected = stored_points_between(p.settings.historian_sqlite, NAMES, since, until)
+    actual = warehouse_points_between(p.warehouse, NAMES, since, until)
+    assert actual == expected
+    return len(actual)
+
+
+@pytest.fixture
+def synced(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", str(8 * 3600))
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_LOOKBACK", "600")
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", "0")
+    pipeline.settings = Settings.from_env()
+    pipeline.defs = build_definitions(pipeline.settings)
+    now = datetime.now(UTC)
+    _plant(pipeline.settings.historian_sqlite, now)
+    assert pipeline.materialize_tags().success
+    return pipeline
+
+
+def test_first_sync_loads_the_initial_lookback_and_says_so(synced: Pipeline) -> None:
+    result = _sync(synced)
+    assert result.success
+    now = datetime.now(UTC)
+    assert _exact_since(synced, now - timedelta(hours=7), now) > 1000
+    messages = [e.message for e in synced.instance.all_logs(result.run_id)]
+    assert any("first sync on an empty table: starting 28800 s ago" in m for m in messages)
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert 0 <= metadata["lag_seconds"].value < 120
+    assert metadata["tags_with_new_points"].value == 4
+
+
+def test_new_late_and_slow_points_arrive_with_the_next_sync(synced: Pipeline) -> None:
+    assert _sync(synced).success
+    now = datetime.now(UTC)
+    # new points after the last sync
+    _add(synced.settings.historian_sqlite, _points(now - timedelta(seconds=25), now, "Fast.Flow", 5, 9.0))
+    # a late point inside the lookback, behind the newest point
+    _add(synced.settings.historian_sqlite,
+          [("Pump's;--State", now - timedelta(minutes=4, milliseconds=3), 1.0, "1.0", 0, 192, 192)])
+    # store-and-forward: the slow tag's points from hours ago arrive only now
+    _add(synced.settings.historian_sqlite,
+          _points(now - timedelta(hours=2, minutes=59), now - timedelta(hours=1), "Slow.Setpoint", 300, 70.0))
+    result = _sync(synced)
+    assert result.success
+    assert _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC)) > 1000
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["tags_with_new_points"].value >= 2  # Fast.Flow and Slow.Setpoint
+
+
+def test_sync_then_backfill_and_backfill_then_sync_stay_exact(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", str(40 * 3600))
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", "0")
+    pipeline.settings = Settings.from_env()
+    pipeline.defs = build_definitions(pipeline.settings)
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_tags(conn, TAGS)
+    conn.close()
+    for tag in NAMES:
+        _add(pipeline.settings.historian_sqlite, _points(yesterday + timedelta(hours=18), now, tag, 60))
+    assert pipeline.materialize_tags().success
+    key = f"chunk-0001|{yesterday.date()}"
+
+    assert _sync(pipeline).success  # covers yesterday evening and today
+    assert pipeline.materialize_history(key).success
+    first = _exact_since(pipeline, yesterday, now)
+
+    assert pipeline.materialize_history(key).success
+    assert _sync(pipeline).success  # again, in the other order
+    assert _exact_since(pipeline, yesterday, now) == first
+    assert first == 4 * len(list(_points(yesterday + timedelta(hours=18), now, "x", 60)))
+
+
+def test_sync_uses_and_fills_the_redis_cache(
+    synced: Pipeline, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    synced.settings = Settings.from_env()
+    synced.defs = build_definitions(synced.settings)
+    client = redis.Redis.from_url(redis_server.url)
+    assert _sync(synced).success
+    assert client.ttl(CACHE_KEY) > 0
+    # between catalog refreshes the cached list rules: a tag missing from it is not synced
+    client.setex(CACHE_KEY, 60, '["Fast.Flow"]')
+    now = datetime.now(UTC)
+    _add(synced.settings.historian_sqlite,
+         [("Pump's;--State", now - timedelta(seconds=2), 5.0, "5.0", 0, 192, 192),
+          ("Fast.Flow", now - timedelta(seconds=2), 5.0, "5.0", 0, 192, 192)])
+    result = _sync(synced)
+    assert result.success
+    from ww_assets_tests.plant_fixtures import warehouse_points_between
+
+    loaded = warehouse_points_between(synced.warehouse, NAMES, now - timedelta(seconds=3), now)
+    assert [r[0] for r in loaded] == ["Fast.Flow"]
+
+
+def test_sync_succeeds_with_redis_stopped_and_warns_once(
+    synced: Pipeline, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    synced.settings = Settings.from_env()
+    synced.defs = build_definitions(synced.settings)
+    redis_server.stop()
+    result = _sync(synced)
+    assert result.success
+    warnings = [e for e in synced.instance.all_logs(result.run_id)
+                if "working without the tag cache" in e.message]
+    assert len(warnings) == 1
+    now = datetime.now(UTC)
+    assert _exact_since(synced, now - timedelta(hours=7), now) > 1000
+
+
+def test_sensor_requests_a_run_only_when_no_sync_is_queued_or_running(synced: Pipeline) -> None:
+    sensor = synced.defs.resolve_sensor_def("history_sync_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 60
+
+    def tick():
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=synced.instance,
+                                                            definitions=synced.defs))
+
+    assert len(tick().run_requests) == 1
+    job = synced.defs.resolve_job_def("wonderware_sync_job")
+    # (a QUEUED run needs a code-server origin; the daemon test covers queued runs for real)
+    for status in (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+                   dg.DagsterRunStatus.STARTED):
+        run = synced.instance.create_run_for_job(
+            job_def=job, status=status, tags={SYNC_RUN_TAG: "true"}
+        )
+        result = tick()
+        assert not result.run_requests
+        assert run.run_id in result.skip_message and "queued or running" in result.skip_message
+        synced.instance.report_run_canceled(run)
+    assert len(tick().run_requests) == 1
+
+
+def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipeline) -> None:
+    schedule = synced.defs.resolve_schedule_def("history_sync_schedule")
+    assert schedule.cron_schedule == "*/1 * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert synced.defs.resolve_job_def("wonderware_sync_job").tags[SYNC_RUN_TAG] == "true"
+    refresh = synced.defs.resolve_schedule_def("history_refresh_schedule")
+    assert refresh.default_status == dg.DefaultScheduleStatus.RUNNING
+    context = dg.build_schedule_context(
+        instance=synced.instance,
+        scheduled_execution_time=datetime(2025, 11, 4, 0, 15, tzinfo=UTC),
+    )
+    (request,) = refresh.evaluate_tick(context).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-02"
+    assert request.tags["dagster/asset_partition_range_end"] == "chunk-0001|2025-11-03"
+    assert refresh_request([], datetime(2025, 1, 1).date(), 2) is None
+
+
+def test_sync_asset_is_in_the_code_location(synced: Pipeline) -> None:
+    assert synced.defs.resolve_assets_def(SYNC_KEY).partitions_def is None
