@@ -1,0 +1,91 @@
+"""The `ww` command and `make demo`, as a user runs them (subprocesses, real files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ww_assets_tests.conftest import REPO, free_port
+
+WW = Path(sys.executable).parent / "ww"
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WONDERWARE_HOST", "CLICKHOUSE_HOST", "REDIS_URL", "DAGSTER_HOME")}
+    env.update(extra)
+    return env
+
+
+def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> None:
+    home = tmp_path / "demo"
+    env = _env()
+    result = _run(["make", "demo", f"WW_HOME={home}", "DEMO_TAGS=12", "DEMO_DAYS=2"], env, 600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "backfill succeeded" in result.stdout
+    status = _run([str(WW), "status", "--json"], _env(WW_HOME=str(home)))
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+
+    today = datetime.now(timezone.utc).date()
+    with sqlite3.connect(home / "historian.sqlite") as conn:
+        expected = conn.execute(
+            "SELECT count(*), count(DISTINCT p.TagName) FROM Points p JOIN TagRef t USING (TagName) "
+            "WHERE t.TagName NOT LIKE 'Sys%' AND t.TagType IN (1, 2, 3) "
+            "AND p.DateTime >= ? AND p.DateTime < ?",
+            (f"{today - timedelta(days=2)} 00:00:00.000", f"{today} 00:00:00.000"),
+        ).fetchone()
+    assert report["total_data_points"] == expected[0] > 10_000
+    assert report["total_tags"] == expected[1]
+    assert report["oldest_data"].startswith(str(today - timedelta(days=2)))
+    assert sum(c["rows"] for c in report["chunks"]) == expected[0]
+    assert all(c["days"] == 2 for c in report["chunks"])
+    assert (home / "dagster" / "dagster.yaml").exists()  # runs are kept under WW_HOME
+
+
+def test_status_on_an_empty_warehouse(tmp_path: Path) -> None:
+    result = _run([str(WW), "status", "--json"], _env(WW_HOME=str(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["total_data_points"] == 0 and report["newest_data"] is None
+    assert report["chunks"] == []
+
+
+def test_bad_configuration_names_the_variable(tmp_path: Path) -> None:
+    result = _run([str(WW), "status"], _env(WW_HOME=str(tmp_path), WONDERWARE_PORT="sql"))
+    assert result.returncode == 2
+    assert "WONDERWARE_PORT='sql' is not a whole number" in result.stderr
+
+
+def test_doctor_reports_each_system_and_fails_on_an_unreachable_historian(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = _run([str(WW), "doctor"], _env(WW_HOME=str(tmp_path), WONDERWARE_HOST="127.0.0.1",
+                                            WONDERWARE_PORT=str(port), WONDERWARE_LOGIN_TIMEOUT="3"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["config", "historian", "warehouse", "cache"]
+    assert lines[1].split()[1] == "FAIL" and f"127.0.0.1:{port}" in lines[1]
+    assert lines[2].split()[1] == "ok" and lines[3].split()[1] == "ok"
+
+
+def test_doctor_passes_on_embedded_defaults(tmp_path: Path) -> None:
+    env = _env(WW_HOME=str(tmp_path))
+    assert _run([str(WW), "simulate", "create", "--days", "0.1", "--tags", "5"], env).returncode == 0
+    result = _run([str(WW), "doctor"], env)
+    assert result.returncode == 0, result.stdout
+    assert "historian emulator at" in result.stdout and "chDB (embedded)" in result.stdout
+
+
+def test_doctor_without_a_plant_says_how_to_make_one(tmp_path: Path) -> None:
+    result = _run([str(WW), "doctor"], _env(WW_HOME=str(tmp_path)))
+    assert result.returncode == 1
+    assert "ww simulate create" in result.stdout
