@@ -123,7 +123,6 @@ def _dagster_instance(settings: Settings):  # type: ignore[no-untyped-def]
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     """What a person does in the UI, from the command line: refresh the catalog, then one
     range run over the last complete days × every tag chunk."""
-    import dagster as dg
 
     from ww_assets.definitions import build_definitions
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
