@@ -53,6 +53,7 @@ class Settings:
     sync_lookback_s: int
     sync_safety_margin_s: int
     sync_initial_lookback_s: int
+    sync_run_timeout_s: int
     refresh_days: int
     # data quality
     reconcile_days: int
@@ -107,6 +108,7 @@ class Settings:
             sync_initial_lookback_s=r.integer(
                 "WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", 3600, minimum=60
             ),
+            sync_run_timeout_s=r.integer("WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT", 300, minimum=10),
             refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 2, minimum=1),
             reconcile_days=r.integer("WONDERWARE_PIPELINE_RECONCILE_DAYS", 7, minimum=1),
             reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),

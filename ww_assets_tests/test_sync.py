@@ -243,7 +243,9 @@ def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipel
     schedule = synced.defs.resolve_schedule_def("history_sync_schedule")
     assert schedule.cron_schedule == "*/1 * * * *"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
-    assert synced.defs.resolve_job_def("wonderware_sync_job").tags[SYNC_RUN_TAG] == "true"
+    sync_job = synced.defs.resolve_job_def("wonderware_sync_job")
+    assert sync_job.tags[SYNC_RUN_TAG] == "true"
+    assert sync_job.tags["dagster/max_runtime"] == "300"
     refresh = synced.defs.resolve_schedule_def("history_refresh_schedule")
     assert refresh.default_status == dg.DefaultScheduleStatus.RUNNING
     context = dg.build_schedule_context(

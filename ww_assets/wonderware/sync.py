@@ -143,12 +143,15 @@ def _first_sync_start(
     return start, f"{settings.sync_initial_lookback_s} s ago (no daily partition loaded yet)"
 
 
-sync_job = dg.define_asset_job(
-    "wonderware_sync_job",
-    selection=dg.AssetSelection.assets(SYNC_KEY),
-    tags={SYNC_RUN_TAG: "true"},
-    description="The incremental sync of wonderware/history_sync.",
-)
+def build_sync_job(settings: Settings):  # an unresolved asset job
+    """Sync runs carry `ww/sync` (at most one at a time, dagster.yaml) and a time limit
+    enforced by run monitoring (WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT)."""
+    return dg.define_asset_job(
+        "wonderware_sync_job",
+        selection=dg.AssetSelection.assets(SYNC_KEY),
+        tags={SYNC_RUN_TAG: "true", "dagster/max_runtime": str(settings.sync_run_timeout_s)},
+        description="The incremental sync of wonderware/history_sync.",
+    )
 
 
 def active_sync_run(instance: dg.DagsterInstance) -> str | None:
@@ -160,7 +163,7 @@ def active_sync_run(instance: dg.DagsterInstance) -> str | None:
     return runs[0].run_id if runs else None
 
 
-def build_sync_sensor(settings: Settings) -> dg.SensorDefinition:
+def build_sync_sensor(settings: Settings, sync_job) -> dg.SensorDefinition:
     @dg.sensor(
         name="history_sync_sensor",
         job=sync_job,
@@ -178,7 +181,7 @@ def build_sync_sensor(settings: Settings) -> dg.SensorDefinition:
     return history_sync_sensor
 
 
-def build_sync_schedule(settings: Settings) -> dg.ScheduleDefinition:
+def build_sync_schedule(settings: Settings, sync_job) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="history_sync_schedule",
         job=sync_job,
@@ -232,9 +235,10 @@ def build_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
 
 
 def build_sync_definitions(settings: Settings) -> dg.Definitions:
+    sync_job = build_sync_job(settings)
     return dg.Definitions(
         assets=[build_sync_asset(settings)],
         jobs=[sync_job],
-        sensors=[build_sync_sensor(settings)],
-        schedules=[build_sync_schedule(settings), build_refresh_schedule(settings)],
+        sensors=[build_sync_sensor(settings, sync_job)],
+        schedules=[build_sync_schedule(settings, sync_job), build_refresh_schedule(settings)],
     )
