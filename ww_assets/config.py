@@ -14,6 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ww_assets.history_query import RETRIEVAL_MODES, TAG_TYPES
+from ww_assets.resilience import Backoff
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,12 @@ class Settings:
     sync_initial_lookback_s: int
     sync_run_timeout_s: int
     refresh_days: int
+    retry_attempts: int
+    retry_base_delay_s: float
+    step_retries: int
+    step_retry_delay_s: int
+    breaker_threshold: int
+    breaker_reset_s: int
     # data quality
     reconcile_days: int
     reconcile_schedule: str
@@ -69,6 +76,13 @@ class Settings:
     @property
     def chdb_path(self) -> Path:
         return self.home / "clickhouse"
+
+    @property
+    def breaker_dir(self) -> Path:
+        return self.home / "breakers"
+
+    def backoff(self) -> Backoff:
+        return Backoff(attempts=self.retry_attempts, base_s=self.retry_base_delay_s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +124,12 @@ class Settings:
             ),
             sync_run_timeout_s=r.integer("WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT", 300, minimum=10),
             refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 2, minimum=1),
+            retry_attempts=r.integer("WONDERWARE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20),
+            retry_base_delay_s=float(r.integer("WONDERWARE_RETRY_BASE_DELAY", 2, minimum=0)),
+            step_retries=r.integer("WONDERWARE_STEP_RETRIES", 2, minimum=0, maximum=10),
+            step_retry_delay_s=r.integer("WONDERWARE_STEP_RETRY_DELAY", 15, minimum=0),
+            breaker_threshold=r.integer("WONDERWARE_BREAKER_THRESHOLD", 5, minimum=1),
+            breaker_reset_s=r.integer("WONDERWARE_BREAKER_RESET", 60, minimum=1),
             reconcile_days=r.integer("WONDERWARE_PIPELINE_RECONCILE_DAYS", 7, minimum=1),
             reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),
             quality_good_min_ratio=r.ratio("WONDERWARE_QUALITY_GOOD_MIN_RATIO", 0.9),

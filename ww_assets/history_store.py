@@ -125,6 +125,8 @@ class SliceStats:
     max_time: datetime | None = None
     tags_with_rows: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    rejected: int = 0
+    """Rows the source returned without a DateTime: they cannot be stored."""
 
 
 def replace_slice(
@@ -148,7 +150,7 @@ def replace_slice(
     load_id = time.time_ns()
     stats = SliceStats()
     table = f"{warehouse.database}.{HISTORY_TABLE}"
-    for group in _regroup(_clip(batches, tags, start, end), insert_rows):
+    for group in _regroup(_clip(batches, tags, start, end, stats), insert_rows):
         data = group.append_column(
             LOAD_ID_COLUMN, pa.array([load_id] * group.num_rows, pa.uint64())
         )
@@ -177,13 +179,18 @@ def replace_slice(
 
 
 def _clip(
-    batches: Iterable[pa.RecordBatch], tags: list[str], start: datetime, end: datetime
+    batches: Iterable[pa.RecordBatch],
+    tags: list[str],
+    start: datetime,
+    end: datetime,
+    stats: SliceStats,
 ) -> Iterator[pa.Table]:
     lo = pa.scalar(_utc(start).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
     hi = pa.scalar(_utc(end).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
     wanted = pa.array(tags, pa.string())
     for batch in batches:
         table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
+        stats.rejected += table["DateTime"].null_count
         keep = pc.and_(
             pc.and_(pc.greater_equal(table["DateTime"], lo), pc.less(table["DateTime"], hi)),
             pc.is_in(table["TagName"], value_set=wanted),

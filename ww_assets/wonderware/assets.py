@@ -1,15 +1,29 @@
 """The tag catalog and the day × tag-chunk history assets."""
 
-
 import time
+from collections.abc import Sequence
+from datetime import datetime
+from functools import partial
 
 import dagster as dg
 
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
+from ww_assets.historian import HistorianClient
 from ww_assets.history_store import SliceStats, chunk_tags, ensure_schema, replace_slice
-from ww_assets.wonderware.partitions import TAG_CHUNKS, day_window, history_partitions, split_key
-from ww_assets.wonderware.resources import HistorianResource, TagCacheResource, WarehouseResource
+from ww_assets.warehouse import Warehouse
+from ww_assets.wonderware.partitions import (
+    TAG_CHUNKS,
+    day_window,
+    history_partitions,
+    split_key,
+)
+from ww_assets.wonderware.resources import (
+    HistorianResource,
+    TagCacheResource,
+    WarehouseResource,
+)
+from ww_assets.wonderware.retries import step_retry_policy, with_retries
 
 TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
 HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
@@ -21,6 +35,7 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
         group_name="wonderware",
         kinds={"sqlserver", "clickhouse"},
         pool="historian",
+        retry_policy=step_retry_policy(settings),
     )
     def tags(
         context: dg.AssetExecutionContext,
@@ -31,9 +46,11 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
         """Tag catalog (`WonderwareTags`): the historian's tags of the configured types
         (`Sys*` excluded), each in a stable tag chunk. Registers new chunks as partitions of
         `wonderware/history` and refreshes the Redis tag-list cache."""
-        change = refresh_catalog(
-            historian.client().list_tags(), warehouse.warehouse(), settings.tag_chunk_size
+        discovered = with_retries(
+            context, "listing the historian's tags", historian.client().list_tags,
+            settings.backoff(),
         )
+        change = refresh_catalog(discovered, warehouse.warehouse(), settings.tag_chunk_size)
         if change.new_chunks:
             context.instance.add_dynamic_partitions(TAG_CHUNKS.name, change.new_chunks)
         cached = tag_cache.cache(context.log.warning).put(change.tags)
@@ -71,6 +88,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         partitions_def=history_partitions(settings.backfill_oldest_time),
         backfill_policy=dg.BackfillPolicy.multi_run(settings.max_partitions_per_run),
         pool="historian",
+        retry_policy=step_retry_policy(settings),
     )
     def history(
         context: dg.AssetExecutionContext,
@@ -102,10 +120,18 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                     "materialize wonderware/tags first"
                 )
             start, end = day_window(day)
-            stats = replace_slice(
-                store, tags, start, end, client.read_history(tags, start, end)
+            stats = with_retries(
+                context,
+                f"partition {key}",
+                partial(copy_slice, client, store, tags, start, end),
+                settings.backoff(),
             )
             merge_stats(total, stats)
+            if stats.rejected:
+                context.log.warning(
+                    f"partition {key}: the historian returned {stats.rejected} rows without a "
+                    "DateTime; they cannot be stored and were skipped"
+                )
             context.log.info(
                 f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
                 f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
@@ -121,6 +147,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                 "rows": total.rows,
                 "tags": len(total.tags_with_rows),
                 "partitions_in_run": len(keys),
+                "rows_rejected": total.rejected,
                 "min_datetime": total.min_time.isoformat() if total.min_time else "",
                 "max_datetime": total.max_time.isoformat() if total.max_time else "",
                 "duration_s": round(elapsed, 3),
@@ -141,9 +168,17 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
     return history
 
 
+def copy_slice(
+    client: HistorianClient, store: Warehouse, tags: Sequence[str], start: datetime, end: datetime
+) -> SliceStats:
+    """Replace the slice of `tags` in [start, end) with what the historian stores there."""
+    return replace_slice(store, list(tags), start, end, client.read_history(tags, start, end))
+
+
 def merge_stats(total: SliceStats, part: SliceStats) -> None:
     """Add `part` into `total`."""
     total.rows += part.rows
+    total.rejected += part.rejected
     total.tags_with_rows |= part.tags_with_rows
     for attr, pick in (("min_time", min), ("max_time", max)):
         value = getattr(part, attr)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import dagster as dg
 from dagster_clickhouse import ClickhouseResource
 
 from ww_assets.config import Settings
-from ww_assets.historian import EmulatorHistorian, HistorianClient, SqlServerHistorian
+from ww_assets.historian import (
+    EmulatorHistorian,
+    GuardedHistorian,
+    HistorianClient,
+    SqlServerHistorian,
+)
+from ww_assets.resilience import CircuitBreaker
 from ww_assets.tag_cache import TagCache
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse
 
@@ -28,8 +35,23 @@ class HistorianResource(dg.ConfigurableResource):
     emulator_path: str = ".ww/historian.sqlite"
     emulator_timezone: str = "America/Chicago"
     batch_rows: int = 100_000
+    breaker_dir: str = ".ww/breakers"
+    breaker_threshold: int = 5
+    breaker_reset_s: int = 60
 
     def client(self) -> HistorianClient:
+        """The backend behind a circuit breaker shared by every process on this machine."""
+        client = self._backend()
+        key = hashlib.sha1(client.describe().encode()).hexdigest()[:12]
+        breaker = CircuitBreaker(
+            Path(self.breaker_dir) / f"historian-{key}.json",
+            client.describe(),
+            threshold=self.breaker_threshold,
+            reset_s=self.breaker_reset_s,
+        )
+        return GuardedHistorian(client, breaker)
+
+    def _backend(self) -> HistorianClient:
         if self.host:
             return SqlServerHistorian(
                 host=self.host,
@@ -105,6 +127,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             emulator_path=str(settings.historian_sqlite),
             emulator_timezone=settings.emulator_timezone,
             batch_rows=settings.batch_rows,
+            breaker_dir=str(settings.breaker_dir),
+            breaker_threshold=settings.breaker_threshold,
+            breaker_reset_s=settings.breaker_reset_s,
         ),
         "warehouse": WarehouseResource(
             host=settings.clickhouse_host,

@@ -3,6 +3,7 @@ nightly refresh of the most recent days (late data beyond the sync's lookback)."
 
 import time
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 
 import dagster as dg
 
@@ -11,14 +12,18 @@ from ww_assets.history_store import (
     SliceStats,
     active_tags_by_chunk,
     ensure_schema,
-    replace_slice,
     tag_watermarks,
 )
 from ww_assets.sync_plan import plan_sync
-from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, merge_stats
+from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice, merge_stats
 from ww_assets.wonderware.jobs import history_job
 from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
-from ww_assets.wonderware.resources import HistorianResource, TagCacheResource, WarehouseResource
+from ww_assets.wonderware.resources import (
+    HistorianResource,
+    TagCacheResource,
+    WarehouseResource,
+)
+from ww_assets.wonderware.retries import step_retry_policy, with_retries
 from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
 
 SYNC_KEY = dg.AssetKey(["wonderware", "history_sync"])
@@ -39,6 +44,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         group_name="wonderware",
         kinds={"clickhouse"},
         pool="historian",
+        retry_policy=step_retry_policy(settings),
     )
     def history_sync(
         context: dg.AssetExecutionContext,
@@ -77,12 +83,11 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         )
         total = SliceStats()
         for number, window in enumerate(windows, start=1):
-            stats = replace_slice(
-                store,
-                list(window.tags),
-                window.start,
-                window.end,
-                client.read_history(window.tags, window.start, window.end),
+            stats = with_retries(
+                context,
+                f"sync window {window.chunk} {window.start:%H:%M:%S}",
+                partial(copy_slice, client, store, window.tags, window.start, window.end),
+                settings.backoff(),
             )
             merge_stats(total, stats)
             context.log.info(
