@@ -16,10 +16,12 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from ww_assets.history_query import (
+    render_count_tsql,
     render_history_tsql,
     render_tags_tsql,
     window_query,
 )
+from ww_assets.resilience import CircuitBreaker
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS
 
 
@@ -47,6 +49,10 @@ class HistorianClient(Protocol):
     def read_history(
         self, tags: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[pa.RecordBatch]: ...
+
+    def count_points(
+        self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
+    ) -> dict[str, int]: ...
 
 
 def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
@@ -110,6 +116,12 @@ class EmulatorHistorian:
         query = window_query(tuple(tags), start, end, self.retrieval_mode)
         for rows in self._emulator().query(query, batch_rows=self.batch_rows):
             yield rows_to_batch(rows)
+
+    def count_points(
+        self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
+    ) -> dict[str, int]:
+        """Stored points per tag in [start, end) UTC; 0 for tags without any."""
+        return self._emulator().count_points(tags, start_utc, end_utc)
 
 
 class SqlServerHistorian:
@@ -185,3 +197,47 @@ class SqlServerHistorian:
         sql, params = render_history_tsql(window_query(tuple(tags), start, end, self.retrieval_mode))
         for rows in self._run(sql, params):
             yield rows_to_batch(rows)
+
+    def count_points(
+        self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
+    ) -> dict[str, int]:
+        """Points per tag that `read_history` returns for [start, end) UTC, counted by the
+        historian (one `COUNT(*) ... GROUP BY TagName`); 0 for tags without any."""
+        query = window_query(tuple(tags), start_utc, end_utc, self.retrieval_mode)
+        counts = dict.fromkeys(tags, 0)
+        for rows in self._run(*render_count_tsql(query)):
+            counts.update({tag: int(n) for tag, n in rows})
+        return counts
+
+
+class GuardedHistorian:
+    """A historian client behind a circuit breaker: every query (not only connecting) counts,
+    and while the breaker is open every call fails fast saying so."""
+
+    def __init__(self, client: HistorianClient, breaker: CircuitBreaker) -> None:
+        self.client = client
+        self.breaker = breaker
+
+    def describe(self) -> str:
+        return self.client.describe()
+
+    def ping(self) -> None:
+        self.breaker.call(self.client.ping)
+
+    def list_tags(self) -> list[TagInfo]:
+        return self.breaker.call(self.client.list_tags)
+
+    def count_points(
+        self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
+    ) -> dict[str, int]:
+        return self.breaker.call(lambda: self.client.count_points(tags, start_utc, end_utc))
+
+    def read_history(
+        self, tags: Sequence[str], start: datetime, end: datetime
+    ) -> Iterator[pa.RecordBatch]:
+        batches = self.breaker.call(lambda: iter(self.client.read_history(tags, start, end)))
+        while True:
+            batch = self.breaker.call(lambda: next(batches, None))
+            if batch is None:
+                return
+            yield batch

@@ -109,6 +109,21 @@ def render_history_tsql(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
     select = ", ".join(
         c.source if c.source == c.name else f"{c.source} AS {c.name}" for c in HISTORY_COLUMNS
     )
+    where, params = _history_where(query)
+    return f"SELECT {select} FROM History WHERE {where}", params
+
+
+def render_count_tsql(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
+    """T-SQL counting the rows `render_history_tsql(query)` returns, per tag: the historian's
+    side of the row-count check and the reconciliation (same predicates, same parameters)."""
+    where, params = _history_where(query)
+    return (
+        f"SELECT TagName, COUNT(*) AS Points FROM History WHERE {where} GROUP BY TagName",
+        params,
+    )
+
+
+def _history_where(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
     tag_placeholders = ", ".join(["%s"] * len(query.tags))
     start_op = ">=" if query.start_inclusive else ">"
     end_op = "<=" if query.end_inclusive else "<"
@@ -129,8 +144,7 @@ def render_history_tsql(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
     if query.time_zone is not None:
         predicates.append("wwTimeZone = %s")
         params.append(query.time_zone)
-    sql = f"SELECT {select} FROM History WHERE " + " AND ".join(predicates)
-    return sql, tuple(params)
+    return " AND ".join(predicates), tuple(params)
 
 
 def render_tags_tsql(tag_types: tuple[int, ...]) -> tuple[str, tuple[object, ...]]:
