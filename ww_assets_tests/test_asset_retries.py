@@ -95,3 +95,16 @@ def test_rows_without_a_datetime_are_counted_and_skipped(tmp_path: Path) -> None
     assert (stats.rows, stats.rejected) == (2, 1)
     with warehouse.connect() as conn:
         assert slice_row_count(conn, "wonderware", ["T"], start, start + timedelta(days=1)) == 2
+
+
+def test_an_empty_tag_list_fails_clearly_and_keeps_the_catalog(pipeline: Pipeline) -> None:
+    from ww_assets.emulator import store
+
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_tags(conn, [store.TagDef("SysTimeSec", 1)])  # only a system tag
+    conn.close()
+    result = pipeline.materialize_tags()
+    assert not result.success
+    (failure,) = _events(pipeline, result.run_id, dg.DagsterEventType.STEP_FAILURE)
+    text = str(failure.dagster_event.step_failure_data.error)
+    assert "listed no tags" in text and "WONDERWARE_TAG_TYPES" in text
