@@ -34,6 +34,9 @@ def test_assets_partitions_resources_and_sensors(ww_env: Path) -> None:
     assert dims["chunk"].name == "tag_chunks"
     assert history.backfill_policy == dg.BackfillPolicy.multi_run(31)
     assert set(defs.resources) == {"historian", "warehouse", "tag_cache"}
+    for key, pool in [("tags", "historian"), ("history", "historian"),
+                      ("history_sync", "historian_sync")]:
+        assert defs.resolve_assets_def(dg.AssetKey(["wonderware", key])).op.pool == pool
     assert defs.resolve_sensor_def("new_tag_history_sensor").default_status == (
         dg.DefaultSensorStatus.RUNNING
     )
@@ -65,3 +68,14 @@ def test_dagster_definitions_validate_passes(ww_env: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_instance_bounds_runs_pools_and_sync_overlap() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["concurrency"]["pools"]["default_limit"] >= 1
+    assert {"key": "ww/sync", "limit": 1} in config["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert config["run_retries"]["enabled"] and not config["run_retries"]["retry_on_asset_or_op_failure"]
+    assert config["run_monitoring"]["max_runtime_seconds"] == 86400

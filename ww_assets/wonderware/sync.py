@@ -43,7 +43,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         deps=[TAGS_KEY],
         group_name="wonderware",
         kinds={"clickhouse"},
-        pool="historian",
+        pool="historian_sync",
         retry_policy=step_retry_policy(settings),
     )
     def history_sync(
