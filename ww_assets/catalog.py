@@ -9,7 +9,12 @@ import pyarrow as pa
 
 from ww_assets.chunking import assign_chunks
 from ww_assets.historian import TagInfo
-from ww_assets.history_store import TAG_CATALOG_SCHEMA, ensure_schema, read_catalog, write_catalog
+from ww_assets.history_store import (
+    TAG_CATALOG_SCHEMA,
+    ensure_schema,
+    read_catalog,
+    write_catalog,
+)
 from ww_assets.warehouse import Warehouse
 
 

@@ -71,6 +71,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
         report = status(conn, warehouse.database)
+    report["checks"] = _checks_summary(settings)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -81,7 +82,26 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"{'chunk':<12}{'tags':>6}{'rows':>12}{'days':>6}  oldest → newest")
     for c in report["chunks"]:  # type: ignore[union-attr]
         print(f"{c['chunk']:<12}{c['tags']:>6}{c['rows']:>12}{c['days']:>6}  {c['oldest']} → {c['newest']}")
+    _print_checks(report["checks"])  # type: ignore[arg-type]
     return 0
+
+
+def _checks_summary(settings: Settings) -> dict[str, object]:
+    """Partitions of wonderware/history verified and failing, from the Dagster instance."""
+    from ww_assets.wonderware.checks import checks_summary
+
+    return checks_summary(_dagster_instance(settings))
+
+
+def _print_checks(checks: dict[str, object]) -> None:
+    failing: dict[str, list[str]] = checks["partitions_failing"]  # type: ignore[assignment]
+    print(f"checks:             {checks['partitions_verified']} of {checks['partitions_loaded']} "
+          f"loaded partitions verified, {len(failing)} failing")
+    for key, names in sorted(failing.items()):
+        print(f"  failing {key}: {', '.join(names)}")
+    unchecked: list[str] = checks["partitions_unchecked"]  # type: ignore[assignment]
+    if unchecked:
+        print(f"  not verified since their latest load: {', '.join(unchecked)}")
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:

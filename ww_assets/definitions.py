@@ -6,8 +6,9 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.wonderware.assets import build_history_asset, build_tags_asset
-from ww_assets.wonderware.resources import build_resources
 from ww_assets.wonderware.jobs import history_job
+from ww_assets.wonderware.quality import build_quality_definitions
+from ww_assets.wonderware.resources import build_resources
 from ww_assets.wonderware.sensors import build_new_tag_history_sensor
 from ww_assets.wonderware.sync import build_sync_definitions
 
@@ -21,6 +22,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         history,
         build_sync_definitions(settings),
+        build_quality_definitions(settings),
         dg.Definitions(resources=build_resources(settings)),
     )
 

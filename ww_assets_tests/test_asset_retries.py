@@ -108,3 +108,4 @@ def test_an_empty_tag_list_fails_clearly_and_keeps_the_catalog(pipeline: Pipelin
     (failure,) = _events(pipeline, result.run_id, dg.DagsterEventType.STEP_FAILURE)
     text = str(failure.dagster_event.step_failure_data.error)
     assert "listed no tags" in text and "WONDERWARE_TAG_TYPES" in text
+    assert _events(pipeline, result.run_id, dg.DagsterEventType.STEP_RESTARTED) == []

@@ -23,7 +23,11 @@ from ww_assets.wonderware.resources import (
     TagCacheResource,
     WarehouseResource,
 )
-from ww_assets.wonderware.retries import step_retry_policy, with_retries
+from ww_assets.wonderware.retries import (
+    permanent_faults_fail_now,
+    step_retry_policy,
+    with_retries,
+)
 
 TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
 HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
@@ -50,7 +54,8 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
             context, "listing the historian's tags", historian.client().list_tags,
             settings.backoff(),
         )
-        change = refresh_catalog(discovered, warehouse.warehouse(), settings.tag_chunk_size)
+        with permanent_faults_fail_now("refreshing the tag catalog"):
+            change = refresh_catalog(discovered, warehouse.warehouse(), settings.tag_chunk_size)
         if change.new_chunks:
             context.instance.add_dynamic_partitions(TAG_CHUNKS.name, change.new_chunks)
         cached = tag_cache.cache(context.log.warning).put(change.tags)
@@ -110,14 +115,16 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         for number, key in enumerate(keys, start=1):
             chunk, day = split_key(key)
             if chunk not in tags_by_chunk:
-                with store.connect() as conn:
-                    ensure_schema(conn, store.database)
-                    tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
+                with permanent_faults_fail_now(f"reading chunk {chunk} from WonderwareTags"):
+                    with store.connect() as conn:
+                        ensure_schema(conn, store.database)
+                        tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
             tags = tags_by_chunk[chunk]
             if not tags:
                 raise dg.Failure(
                     f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                    "materialize wonderware/tags first"
+                    "materialize wonderware/tags first",
+                    allow_retries=False,
                 )
             start, end = day_window(day)
             stats = with_retries(

@@ -1,7 +1,8 @@
 """How assets retry: transient faults in place with backoff, then the step's retry policy;
 permanent faults fail the step at once, with no retry of any kind."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import dagster as dg
@@ -34,8 +35,16 @@ def with_retries(
             f"in {wait:.1f} s"
         )
 
-    try:
+    with permanent_faults_fail_now(what):
         return retry_transient(action, backoff, on_retry=log)
+
+
+@contextmanager
+def permanent_faults_fail_now(what: str) -> Iterator[None]:
+    """Turn a permanent fault raised inside into a `dg.Failure` that the step's retry policy
+    does not retry; transient faults pass through to it unchanged."""
+    try:
+        yield
     except dg.Failure:
         raise
     except Exception as error:

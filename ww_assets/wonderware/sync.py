@@ -23,7 +23,11 @@ from ww_assets.wonderware.resources import (
     TagCacheResource,
     WarehouseResource,
 )
-from ww_assets.wonderware.retries import step_retry_policy, with_retries
+from ww_assets.wonderware.retries import (
+    permanent_faults_fail_now,
+    step_retry_policy,
+    with_retries,
+)
 from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
 
 SYNC_KEY = dg.AssetKey(["wonderware", "history_sync"])
@@ -62,12 +66,15 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         store = warehouse.warehouse()
         client = historian.client()
         horizon = _day_start(now.date() - timedelta(days=settings.refresh_days))
-        with store.connect() as conn:
-            ensure_schema(conn, store.database)
-            tags_by_chunk = active_tags_by_chunk(conn, store.database)
-            before = tag_watermarks(conn, store.database, horizon)
+        with permanent_faults_fail_now("reading the catalog and watermarks"):
+            with store.connect() as conn:
+                ensure_schema(conn, store.database)
+                tags_by_chunk = active_tags_by_chunk(conn, store.database)
+                before = tag_watermarks(conn, store.database, horizon)
         if not tags_by_chunk:
-            raise dg.Failure("the tag catalog is empty: materialize wonderware/tags first")
+            raise dg.Failure(
+                "the tag catalog is empty: materialize wonderware/tags first", allow_retries=False
+            )
         tags_by_chunk = _limit_to_cached_tags(tags_by_chunk, tag_cache, context)
         fallback, why = _first_sync_start(context.instance, now, settings)
         if not before:

@@ -1,0 +1,136 @@
+"""The failure-alert sensor: failed checks and failed runs, logged and posted as JSON."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+
+from ww_assets.config import Settings
+
+FIRST_LOOK_BACK_S = 3600
+"""On its first evaluation the sensor reports what failed in the last hour, not all history."""
+BATCH = 100
+
+
+def post_alert(url: str, payload: Mapping[str, object], timeout_s: float = 10.0) -> str | None:
+    """POST `payload` as JSON; the error text when it did not go through."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload, default=str).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "ww_assets"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as error:
+        return str(error)
+    return None
+
+
+def _plain(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, object]:
+    return {key: value.value for key, value in metadata.items()}
+
+
+def _check_alerts(
+    instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], after_id: int, since: float
+) -> tuple[list[dict[str, object]], int]:
+    alerts: list[tuple[int, dict[str, object]]] = []
+    newest = after_id
+    for key in check_keys:
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=BATCH):
+            if record.id <= after_id or record.create_timestamp < since:
+                break
+            newest = max(newest, record.id)
+            evaluation = record.event.asset_check_evaluation if record.event else None
+            if evaluation is None or evaluation.passed:
+                continue
+            alerts.append(
+                (
+                    record.id,
+                    {
+                        "kind": "check_failed",
+                        "asset": key.asset_key.to_user_string(),
+                        "check": key.name,
+                        "partition": evaluation.partition,
+                        "severity": evaluation.severity.value,
+                        "blocking": bool(evaluation.blocking),
+                        "description": evaluation.description,
+                        "metadata": _plain(evaluation.metadata),
+                        "run_id": record.run_id,
+                        "text": (
+                            f"check {key.name} failed on {key.asset_key.to_user_string()}"
+                            f"{' partition ' + evaluation.partition if evaluation.partition else ''}"
+                            f": {evaluation.description or ''}"
+                        ),
+                    },
+                )
+            )
+    return [alert for _, alert in sorted(alerts, key=lambda a: a[0])], newest
+
+
+def _run_alerts(
+    instance: dg.DagsterInstance, after_id: int, since: float
+) -> tuple[list[dict[str, object]], int]:
+    records = instance.fetch_run_status_changes(
+        dg.RunStatusChangeRecordsFilter(
+            event_type=dg.DagsterEventType.RUN_FAILURE,
+            after_storage_id=after_id or None,
+            after_timestamp=None if after_id else since,
+        ),
+        limit=BATCH,
+        ascending=True,
+    ).records
+    alerts = []
+    for record in records:
+        run = instance.get_run_by_id(record.event_log_entry.run_id)
+        job = run.job_name if run else ""
+        message = record.event_log_entry.message or "run failed"
+        alerts.append(
+            {
+                "kind": "run_failed",
+                "job": job,
+                "run_id": record.event_log_entry.run_id,
+                "tags": dict(run.tags) if run else {},
+                "description": message,
+                "text": f"run {record.event_log_entry.run_id} of {job} failed: {message}",
+            }
+        )
+    return alerts, max((r.storage_id for r in records), default=after_id)
+
+
+def build_alert_sensor(
+    settings: Settings, check_keys: Sequence[dg.AssetCheckKey]
+) -> dg.SensorDefinition:
+    url = settings.alert_webhook_url
+
+    @dg.sensor(
+        name="wonderware_failure_alert_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def wonderware_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Logs every failed check of the wonderware assets and every failed run, and posts
+        each as JSON to WONDERWARE_ALERT_WEBHOOK_URL when it is set."""
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        since = time.time() - FIRST_LOOK_BACK_S
+        checks, check_id = _check_alerts(context.instance, check_keys, cursor.get("check", 0), since)
+        runs, run_id = _run_alerts(context.instance, cursor.get("run", 0), since)
+        undelivered = 0
+        for alert in [*checks, *runs]:
+            context.log.warning(f"ALERT {alert['text']}")
+            if url:
+                error = post_alert(url, {"source": "ww_assets", **alert})
+                if error:
+                    undelivered += 1
+                    context.log.error(f"alert webhook {url} failed: {error}")
+        context.update_cursor(json.dumps({"check": check_id, "run": run_id}))
+        if not checks and not runs:
+            return dg.SkipReason("no failed checks or runs")
+        delivered = "" if not url else f", {len(checks) + len(runs) - undelivered} posted"
+        return dg.SkipReason(f"{len(checks)} failed checks, {len(runs)} failed runs{delivered}")
+
+    return wonderware_failure_alert_sensor

@@ -1,0 +1,378 @@
+"""Asset checks: per-partition gates on `wonderware/history`, freshness of `wonderware/history_sync`.
+
+The history checks are partitioned like the asset and run in the same run, right after the
+partitions they verify; they can also be launched alone for any partition range. Dagster 1.13
+records a plain `AssetCheckResult` of a range run without a partition (DESIGN §6), so the
+checks emit one `AssetCheckEvaluation` per partition, each pointing at that partition's latest
+materialization so that the UI shows it as the partition's current status.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import dagster as dg
+
+# The evaluation's pointer to the materialization it verified has no public constructor in
+# 1.13, yet without it the UI treats a partition's check result as outdated.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+
+from ww_assets.config import Settings
+from ww_assets.history_store import chunk_tags, ensure_schema
+from ww_assets.quality_sql import (
+    count_mismatches,
+    counts_by_tag,
+    day_bounds,
+    duplicate_keys,
+    eu_range_report,
+    newest_point,
+    quality_report,
+    window_report,
+)
+from ww_assets.wonderware.assets import HISTORY_KEY
+from ww_assets.wonderware.partitions import history_partitions, split_key
+from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
+from ww_assets.wonderware.sync import SYNC_KEY
+
+ROWCOUNT = "history_rowcount_matches_source"
+NO_DUPLICATES = "history_no_duplicate_keys"
+IN_WINDOW = "history_timestamps_in_window"
+QUALITY = "history_quality_good_ratio"
+EU_RANGE = "history_values_within_eu_range"
+SYNC_FRESH = "history_sync_lag_within_limit"
+
+BLOCKING_CHECKS = (ROWCOUNT, NO_DUPLICATES, IN_WINDOW)
+"""Checks whose failure keeps a day out of the rollup."""
+HISTORY_CHECKS = (ROWCOUNT, NO_DUPLICATES, IN_WINDOW, QUALITY, EU_RANGE)
+
+ROWCOUNT_KEY = dg.AssetCheckKey(HISTORY_KEY, ROWCOUNT)
+SYNC_FRESH_KEY = dg.AssetCheckKey(SYNC_KEY, SYNC_FRESH)
+
+
+def history_check_keys(names: Sequence[str] = HISTORY_CHECKS) -> list[dg.AssetCheckKey]:
+    return [dg.AssetCheckKey(HISTORY_KEY, name) for name in names]
+
+
+@dataclass
+class _Partition:
+    key: str
+    chunk: str
+    start: datetime
+    end: datetime
+    tags: list[str] = field(default_factory=list)
+
+
+def _partitions(keys: Sequence[str], warehouse: WarehouseResource) -> list[_Partition]:
+    store = warehouse.warehouse()
+    tags_by_chunk: dict[str, list[str]] = {}
+    partitions = []
+    with store.connect() as conn:
+        ensure_schema(conn, store.database)
+        for key in sorted(keys):
+            chunk, day = split_key(key)
+            if chunk not in tags_by_chunk:
+                tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
+            start, end = day_bounds(day)
+            partitions.append(_Partition(key, chunk, start, end, tags_by_chunk[chunk]))
+    return partitions
+
+
+def _evaluation(
+    context: dg.AssetCheckExecutionContext,
+    name: str,
+    partition: str,
+    passed: bool,
+    metadata: dict[str, object],
+    description: str,
+) -> dg.AssetCheckEvaluation:
+    latest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[partition]), limit=1
+    ).records
+    target = (
+        AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest[0].storage_id,
+            run_id=latest[0].event_log_entry.run_id,
+            timestamp=latest[0].timestamp,
+        )
+        if latest
+        else None
+    )
+    blocking = name in BLOCKING_CHECKS
+    return dg.AssetCheckEvaluation(
+        asset_key=HISTORY_KEY,
+        check_name=name,
+        passed=passed,
+        metadata=metadata,
+        target_materialization_data=target,
+        severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+        description=description,
+        blocking=blocking,
+        partition=partition,
+    )
+
+
+def _outputs(specs: Sequence[dg.AssetCheckSpec], selected: set[str]) -> Iterator[dg.Output]:
+    """The checks' outputs: what a downstream step in the same run waits on."""
+    for spec in specs:
+        if spec.name in selected:
+            yield dg.Output(None, output_name=spec.get_python_identifier())
+
+
+def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
+    partitions_def = history_partitions(settings.backfill_oldest_time)
+    min_ratio = settings.quality_good_min_ratio
+
+    def spec(name: str, description: str) -> dg.AssetCheckSpec:
+        return dg.AssetCheckSpec(
+            name=name,
+            asset=HISTORY_KEY,
+            description=description,
+            blocking=name in BLOCKING_CHECKS,
+            partitions_def=partitions_def,
+        )
+
+    source_specs = [
+        spec(
+            ROWCOUNT,
+            "Blocking (ERROR). The rows in ClickHouse for the partition's slice (its chunk's "
+            "active tags in [day, day + 1) UTC, as a plain SELECT sees them) equal the "
+            "historian's count of the same slice, asked with one COUNT query in the "
+            "`historian` pool. Metadata: both numbers and the tags that differ.",
+        )
+    ]
+    content_specs = [
+        spec(
+            NO_DUPLICATES,
+            "Blocking (ERROR). No two rows of the slice share (TagName, DateTime) as a plain "
+            "SELECT (no FINAL) sees them.",
+        ),
+        spec(
+            IN_WINDOW,
+            "Blocking (ERROR). Every row the partition's load wrote lies inside the "
+            "partition's day, and no row of the slice is dated in the future (after now, or "
+            "after the moment it was loaded).",
+        ),
+        spec(
+            QUALITY,
+            f"WARN. At least {min_ratio:.0%} of the slice's points have good quality "
+            "(`Quality = 0`; WONDERWARE_QUALITY_GOOD_MIN_RATIO). Metadata: the worst tags.",
+        ),
+        spec(
+            EU_RANGE,
+            "WARN. Analog values lie within [MinEU, MaxEU] of their tag (`AnalogTag`). "
+            "Metadata: the offending tags with their min/max and EU range.",
+        ),
+    ]
+
+    @dg.multi_asset_check(
+        name="history_source_count_checks",
+        specs=source_specs,
+        can_subset=True,
+        pool="historian",
+    )
+    def history_source_count_checks(
+        context: dg.AssetCheckExecutionContext,
+        historian: HistorianResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        client = historian.client()
+        store = warehouse.warehouse()
+        for part in _partitions(context.partition_keys, warehouse):
+            expected = client.count_points(part.tags, part.start, part.end) if part.tags else {}
+            with store.connect() as conn:
+                actual = counts_by_tag(conn, store.database, part.tags, part.start, part.end)
+            want, have = sum(expected.values()), sum(actual.values())
+            mismatches = count_mismatches(expected, actual)
+            context.log.info(f"{part.key}: historian {want}, clickhouse {have}")
+            yield _evaluation(
+                context,
+                ROWCOUNT,
+                part.key,
+                passed=want == have and not mismatches,
+                metadata={
+                    "expected_rows_historian": want,
+                    "actual_rows_clickhouse": have,
+                    "difference": have - want,
+                    "tags": len(part.tags),
+                    "tags_differing": len(mismatches),
+                    "differing_tags": dg.MetadataValue.json(mismatches[:20]),
+                },
+                description=f"historian {want} rows, ClickHouse {have} rows",
+            )
+        yield from _outputs(source_specs, {k.name for k in context.selected_asset_check_keys})
+
+    @dg.multi_asset_check(
+        name="history_content_checks",
+        specs=content_specs,
+        can_subset=True,
+    )
+    def history_content_checks(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        selected = {k.name for k in context.selected_asset_check_keys}
+        store = warehouse.warehouse()
+        now = datetime.now(timezone.utc)
+        for part in _partitions(context.partition_keys, warehouse):
+            with store.connect() as conn:
+                db, args = store.database, (part.tags, part.start, part.end)
+                dups = duplicate_keys(conn, db, *args) if NO_DUPLICATES in selected else None
+                window = window_report(conn, db, *args, now) if IN_WINDOW in selected else None
+                quality = quality_report(conn, db, *args) if QUALITY in selected else None
+                eu = eu_range_report(conn, db, *args) if EU_RANGE in selected else None
+            if dups is not None:
+                yield _evaluation(
+                    context, NO_DUPLICATES, part.key, passed=dups.keys == 0,
+                    metadata={
+                        "expected_duplicate_keys": 0,
+                        "actual_duplicate_keys": dups.keys,
+                        "extra_rows": dups.extra_rows,
+                        "samples": dg.MetadataValue.json(dups.samples),
+                    },
+                    description=f"{dups.keys} duplicated (TagName, DateTime) keys",
+                )
+            if window is not None:
+                bad = window.outside_window + window.in_future
+                yield _evaluation(
+                    context, IN_WINDOW, part.key, passed=bad == 0,
+                    metadata={
+                        "window_start": part.start.isoformat(),
+                        "window_end": part.end.isoformat(),
+                        "expected_rows_outside": 0,
+                        "actual_rows_outside_window": window.outside_window,
+                        "actual_rows_in_future": window.in_future,
+                        "load_id": str(window.load_id or ""),
+                        "samples": dg.MetadataValue.json(window.samples),
+                    },
+                    description=(
+                        f"{window.outside_window} rows outside the window, "
+                        f"{window.in_future} in the future"
+                    ),
+                )
+            if quality is not None:
+                ratio = quality.ratio
+                yield _evaluation(
+                    context, QUALITY, part.key, passed=ratio is None or ratio >= min_ratio,
+                    metadata={
+                        "expected_min_good_ratio": min_ratio,
+                        "actual_good_ratio": dg.MetadataValue.float(
+                            round(ratio, 4) if ratio is not None else 1.0
+                        ),
+                        "points": quality.points,
+                        "good_points": quality.good,
+                        "worst_tags": dg.MetadataValue.json(quality.worst),
+                    },
+                    description=(
+                        "no points" if ratio is None
+                        else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
+                    ),
+                )
+            if eu is not None:
+                yield _evaluation(
+                    context, EU_RANGE, part.key, passed=eu.outside == 0,
+                    metadata={
+                        "expected_values_outside": 0,
+                        "actual_values_outside": eu.outside,
+                        "values_checked": eu.checked,
+                        "offenders": dg.MetadataValue.json(eu.offenders),
+                    },
+                    description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
+                )
+        yield from _outputs(content_specs, selected)
+
+    return [history_source_count_checks, history_content_checks]
+
+
+def build_sync_freshness_check(settings: Settings) -> dg.AssetChecksDefinition:
+    max_lag = settings.freshness_max_lag_s
+
+    @dg.asset_check(asset=SYNC_KEY, name=SYNC_FRESH)
+    def history_sync_lag_within_limit(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        """ERROR. The newest point in `WonderwareHistory` (not dated in the future) is at most
+        WONDERWARE_FRESHNESS_MAX_LAG seconds old. Evaluated after every sync run, and by
+        `history_sync_freshness_sensor` when the sync has not run for that long."""
+        store = warehouse.warehouse()
+        now = datetime.now(timezone.utc)
+        with store.connect() as conn:
+            ensure_schema(conn, store.database)
+            newest = newest_point(conn, store.database, now)
+        lag = (now - newest).total_seconds() if newest else None
+        return dg.AssetCheckResult(
+            passed=lag is not None and lag <= max_lag,
+            metadata={
+                "expected_max_lag_seconds": max_lag,
+                "actual_lag_seconds": dg.MetadataValue.float(
+                    round(lag, 1) if lag is not None else -1.0
+                ),
+                "newest_point": newest.isoformat() if newest else "",
+            },
+            description=(
+                "no points in ClickHouse" if lag is None
+                else f"lag {lag:.0f} s (limit {max_lag} s)"
+            ),
+        )
+
+    return history_sync_lag_within_limit
+
+
+@dataclass(frozen=True)
+class PartitionVerdict:
+    """Where one history partition stands, from the check evaluations in the instance."""
+
+    key: str
+    loaded: bool
+    verified: bool
+    """Every blocking check passed on the partition's latest materialization."""
+    failed: list[str]
+    """Blocking checks that failed on the latest materialization."""
+    unchecked: list[str]
+    """Blocking checks not (yet) evaluated on the latest materialization."""
+    warnings: list[str]
+    """WARN checks that failed on the latest materialization."""
+
+
+def partition_verdicts(
+    instance: dg.DagsterInstance, keys: Sequence[str]
+) -> dict[str, PartitionVerdict]:
+    """The verdict of each history partition in `keys`."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    infos = instance.event_log_storage.get_asset_check_partition_info(
+        history_check_keys(), partition_keys=keys
+    )
+    current = {
+        (info.check_key.name, info.partition_key): info.latest_execution_status.value
+        for info in infos
+        if info.is_current
+    }
+    loaded = set(instance.get_materialized_partitions(HISTORY_KEY))
+    verdicts = {}
+    for key in keys:
+        status = {name: current.get((name, key)) for name in HISTORY_CHECKS}
+        failed = [n for n in BLOCKING_CHECKS if status[n] == "FAILED"]
+        unchecked = [n for n in BLOCKING_CHECKS if status[n] not in ("FAILED", "SUCCEEDED")]
+        verdicts[key] = PartitionVerdict(
+            key=key,
+            loaded=key in loaded,
+            verified=key in loaded and not failed and not unchecked,
+            failed=failed,
+            unchecked=unchecked,
+            warnings=[n for n in HISTORY_CHECKS if n not in BLOCKING_CHECKS and status[n] == "FAILED"],
+        )
+    return verdicts
+
+
+def checks_summary(instance: dg.DagsterInstance) -> dict[str, object]:
+    """`ww status`'s checks section: loaded partitions that are verified and that fail."""
+    verdicts = partition_verdicts(instance, instance.get_materialized_partitions(HISTORY_KEY))
+    return {
+        "partitions_loaded": len(verdicts),
+        "partitions_verified": sum(1 for v in verdicts.values() if v.verified),
+        "partitions_failing": {k: v.failed for k, v in verdicts.items() if v.failed},
+        "partitions_unchecked": sorted(k for k, v in verdicts.items() if v.unchecked and not v.failed),
+        "partitions_with_warnings": {k: v.warnings for k, v in verdicts.items() if v.warnings},
+    }

@@ -1,0 +1,77 @@
+"""The failure-alert sensor posts failed checks and failed runs as JSON to a real local HTTP
+receiver, once each."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+
+from ww_assets.config import Settings
+from ww_assets.wonderware.alerts import build_alert_sensor
+from ww_assets.wonderware.checks import QUALITY, SYNC_FRESH_KEY, history_check_keys
+from ww_assets_tests.conftest import Pipeline
+from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    received: list[dict[str, object]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_failed_check_and_failed_run_reach_the_webhook(
+    pipeline: Pipeline,
+    receiver: tuple[str, list[dict[str, object]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, received = receiver
+    monkeypatch.setenv("WONDERWARE_ALERT_WEBHOOK_URL", url)
+    sensor = build_alert_sensor(Settings.from_env(), [*history_check_keys(), SYNC_FRESH_KEY])
+
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    # Tank.Level's chunk has too few good-quality points: its WARN check fails
+    tank = f"{pipeline.chunks()[-1]}|{DAYS[1]}"
+    assert pipeline.materialize_history(tank).success
+    # the rollup of a day that was never loaded: the run fails
+    failed_run = pipeline.defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=pipeline.instance,
+        asset_selection=[dg.AssetKey(["wonderware", "history_1min"])],
+        partition_key=str(DAYS[0]),
+        raise_on_error=False,
+    )
+    assert not failed_run.success
+
+    context = dg.build_sensor_context(instance=pipeline.instance)
+    sensor(context)
+    checks = [a for a in received if a["kind"] == "check_failed"]
+    runs = [a for a in received if a["kind"] == "run_failed"]
+    assert [(a["check"], a["partition"], a["severity"]) for a in checks] == [(QUALITY, tank, "WARN")]
+    assert checks[0]["metadata"]["worst_tags"][0]["tag"] == "Tank.Level"  # type: ignore[index]
+    assert [a["run_id"] for a in runs] == [failed_run.run_id]
+    assert all(a["source"] == "ww_assets" and a["text"] for a in received)
+
+    count = len(received)
+    sensor(dg.build_sensor_context(instance=pipeline.instance, cursor=context.cursor))
+    assert len(received) == count  # nothing twice

@@ -1,0 +1,184 @@
+"""Per-partition checks of wonderware/history: recorded per partition in the instance, failing
+for exactly the corrupted partition, passing again after re-materialization."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+
+import dagster as dg
+from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.wonderware.checks import (
+    BLOCKING_CHECKS,
+    HISTORY_CHECKS,
+    IN_WINDOW,
+    NO_DUPLICATES,
+    QUALITY,
+    ROWCOUNT,
+    checks_summary,
+    history_check_keys,
+    partition_verdicts,
+)
+from ww_assets_tests.conftest import Pipeline
+from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
+
+HISTORY = dg.AssetKey(["wonderware", "history"])
+
+
+@pytest.fixture
+def loaded(pipeline: Pipeline) -> Pipeline:
+    """The trap plant, catalogued and loaded for every day × chunk in one range run."""
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    chunks = pipeline.chunks()
+    assert pipeline.materialize_history(f"{chunks[0]}|{DAYS[0]}", f"{chunks[-1]}|{DAYS[-1]}").success
+    return pipeline
+
+
+def all_keys(p: Pipeline) -> list[str]:
+    return [f"{c}|{d}" for c in p.chunks() for d in DAYS]
+
+
+def statuses(p: Pipeline, name: str) -> dict[str, str]:
+    """Current status per partition of one check, from the instance's check records."""
+    infos = p.instance.event_log_storage.get_asset_check_partition_info(
+        [dg.AssetCheckKey(HISTORY, name)]
+    )
+    return {
+        i.partition_key: i.latest_execution_status.value
+        for i in infos
+        if i.is_current and i.partition_key is not None
+    }
+
+
+def evaluation(p: Pipeline, name: str, partition: str) -> dg.AssetCheckEvaluation:
+    records = p.instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(HISTORY, name), limit=100
+    )
+    for record in records:
+        if record.partition == partition and record.event and record.event.asset_check_evaluation:
+            return record.event.asset_check_evaluation
+    raise AssertionError(f"no evaluation of {name} for {partition}")
+
+
+def run_checks(
+    p: Pipeline, checks: list[dg.AssetCheckKey], first: str, last: str
+) -> dg.ExecuteInProcessResult:
+    """Checks alone over a range of partitions, as the UI launches them."""
+    job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
+    defs = dg.Definitions.merge(p.defs, dg.Definitions(jobs=[job]))
+    return defs.resolve_job_def("checks_only").execute_in_process(
+        instance=p.instance,
+        raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
+
+
+def rollup(p: Pipeline, day: object) -> dg.ExecuteInProcessResult:
+    return p.defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=p.instance,
+        asset_selection=[dg.AssetKey(["wonderware", "history_1min"])],
+        partition_key=str(day),
+        raise_on_error=False,
+    )
+
+
+def test_every_partition_gets_its_own_check_results(loaded: Pipeline) -> None:
+    keys = all_keys(loaded)
+    for name in BLOCKING_CHECKS:
+        assert statuses(loaded, name) == dict.fromkeys(keys, "SUCCEEDED"), name
+    # Tank.Level has 1/7 doubtful and 1/17 bad points: its chunk warns, the other does not
+    quality = statuses(loaded, QUALITY)
+    tank_chunk = loaded.chunks()[-1]
+    assert {k for k, s in quality.items() if s == "FAILED"} == {f"{tank_chunk}|{d}" for d in DAYS}
+    worst = evaluation(loaded, QUALITY, f"{tank_chunk}|{DAYS[1]}").metadata["worst_tags"].value
+    assert worst[0]["tag"] == "Tank.Level"  # type: ignore[index]
+    rowcount = evaluation(loaded, ROWCOUNT, keys[1]).metadata
+    assert rowcount["expected_rows_historian"].value == rowcount["actual_rows_clickhouse"].value > 0
+    verdicts = partition_verdicts(loaded.instance, keys)
+    assert all(v.verified for v in verdicts.values())
+    summary = checks_summary(loaded.instance)
+    assert summary["partitions_verified"] == len(keys) and not summary["partitions_failing"]
+
+    # the source-count check alone, for any range of partitions (as launched from the UI)
+    first, last = keys[1], keys[2]
+    result = run_checks(loaded, [dg.AssetCheckKey(HISTORY, ROWCOUNT)], first, last)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {(e.check_name, e.partition) for e in evaluations} == {(ROWCOUNT, first), (ROWCOUNT, last)}
+    assert all(e.passed for e in evaluations)
+
+
+def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: Pipeline) -> None:
+    chunks = loaded.chunks()
+    deleted, duplicated, strayed = (
+        f"{chunks[0]}|{DAYS[1]}",
+        f"{chunks[1]}|{DAYS[2]}",
+        f"{chunks[0]}|{DAYS[3]}",
+    )
+    temperature = "Reactor01.Temperature"  # chunk-0002 holds Tank.Level (sorted by name)
+    with loaded.warehouse.connect() as conn:
+        # rows deleted from one slice
+        conn.command(
+            f"DELETE FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            "AND toDate(DateTime) = {d:Date}",
+            {"t": "Kühlwasser Pumpe.Status", "d": DAYS[1]},
+        )
+        # a duplicate of one row of another slice
+        conn.command(
+            f"INSERT INTO wonderware.{HISTORY_TABLE} SELECT * FROM wonderware.{HISTORY_TABLE} "
+            "WHERE TagName = {t:String} AND toDate(DateTime) = {d:Date} ORDER BY DateTime LIMIT 1",
+            {"t": "Tank.Level", "d": DAYS[2]},
+        )
+        # a row that a third slice's load wrote outside its day (no other partition holds it)
+        row = conn.query(
+            f"SELECT * FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            "AND DateTime >= {a:DateTime64(3, 'UTC')} AND DateTime < {b:DateTime64(3, 'UTC')} "
+            "LIMIT 1",
+            {"t": temperature, "a": datetime(2025, 11, 3, 0, 0, 0, 500000),
+             "b": datetime(2025, 11, 4)},
+        )
+        stray = pa.array([datetime(2025, 12, 24, 12, tzinfo=timezone.utc)], row["DateTime"].type)
+        conn.insert(
+            f"wonderware.{HISTORY_TABLE}",
+            row.set_column(row.column_names.index("DateTime"), "DateTime", stray),
+        )
+    keys = [*all_keys(loaded)]
+    result = run_checks(loaded, history_check_keys(), keys[0], keys[-1])
+    assert not result.success  # blocking checks failed
+    failed = {
+        name: {k for k, s in statuses(loaded, name).items() if s == "FAILED"}
+        for name in BLOCKING_CHECKS
+    }
+    assert failed[ROWCOUNT] == {deleted, duplicated}
+    assert failed[NO_DUPLICATES] == {duplicated}
+    assert failed[IN_WINDOW] == {strayed}
+    gone = evaluation(loaded, ROWCOUNT, deleted).metadata
+    assert gone["actual_rows_clickhouse"].value == gone["expected_rows_historian"].value - 24
+    assert evaluation(loaded, IN_WINDOW, strayed).metadata["actual_rows_outside_window"].value == 1
+    summary = checks_summary(loaded.instance)
+    assert set(summary["partitions_failing"]) == {deleted, duplicated, strayed}  # type: ignore[arg-type]
+
+    # the rollup does not run for a day with a failing partition, and says why
+    assert rollup(loaded, DAYS[0]).success
+    blocked = rollup(loaded, DAYS[1])
+    assert not blocked.success
+    message = str(blocked.get_step_failure_events()[0].step_failure_data.error)
+    assert f"{deleted}: failed {ROWCOUNT}" in message
+
+    for key in (deleted, duplicated, strayed):
+        assert loaded.materialize_history(key).success  # the checks run with it
+    for name in BLOCKING_CHECKS:
+        assert statuses(loaded, name) == dict.fromkeys(keys, "SUCCEEDED"), name
+    assert all(v.verified for v in partition_verdicts(loaded.instance, keys).values())
+    assert rollup(loaded, DAYS[1]).success
+
+
+def test_check_names_are_the_issue_s(pipeline: Pipeline) -> None:
+    graph = pipeline.defs.resolve_asset_graph()
+    specs = {k.name: graph.get_check_spec(k) for k in graph.asset_check_keys if k.asset_key == HISTORY}
+    assert set(specs) == set(HISTORY_CHECKS)
+    assert {n for n, s in specs.items() if s.blocking} == set(BLOCKING_CHECKS)
+    assert all(s.partitions_def is not None for s in specs.values())

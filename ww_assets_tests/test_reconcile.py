@@ -1,0 +1,111 @@
+"""The reconciliation finds late data for exactly its (day, chunk) and its requested runs make
+ClickHouse exact again."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from ww_assets.emulator import plant, store
+from ww_assets.wonderware.reconcile import RECONCILE_RUN_TAG, REASON_TAG
+from ww_assets_tests.conftest import Pipeline
+from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
+
+
+def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pipeline) -> None:
+    now = datetime.now(timezone.utc)
+    today = now.date()
+    first = today - timedelta(days=4)
+    plant.create_plant(
+        pipeline.settings.historian_sqlite,
+        datetime(first.year, first.month, first.day, tzinfo=timezone.utc), now, n_tags=6,
+    )
+    assert pipeline.materialize_tags().success
+    chunks = pipeline.chunks()
+    yesterday = today - timedelta(days=1)
+    assert pipeline.materialize_history(f"{chunks[0]}|{first}", f"{chunks[-1]}|{yesterday}").success
+
+    late_day = today - timedelta(days=3)
+    with pipeline.warehouse.connect() as conn:
+        tag, chunk = conn.query(
+            "SELECT TagName, Chunk FROM wonderware.WonderwareTags FINAL "
+            "WHERE Chunk = {c:String} ORDER BY TagName LIMIT 1", {"c": chunks[-1]}
+        ).to_pylist()[0].values()
+    late = datetime(late_day.year, late_day.month, late_day.day, 13, 14, 15, 678000, tzinfo=timezone.utc)
+    conn_sqlite = store.connect(pipeline.settings.historian_sqlite)
+    store.add_points(conn_sqlite, [(tag, late, 42.0, "42.0", 0, 192, 192)])
+    conn_sqlite.close()
+
+    result = pipeline.defs.resolve_job_def("wonderware_reconcile_job").execute_in_process(
+        instance=pipeline.instance
+    )
+    assert result.success
+    differing = f"{chunk}|{late_day}"
+    assert result.output_for_node("reconcile_history_counts") == [differing]
+    observation = pipeline.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["wonderware", "history"])), limit=1
+    ).records[0].asset_observation
+    assert observation is not None
+    findings = observation.metadata["differing_partitions"].value
+    assert [(f["partition"], f["historian_rows"] - f["clickhouse_rows"]) for f in findings] == [  # type: ignore[index,operator,union-attr]
+        (differing, 1)
+    ]
+    assert observation.metadata["coverage"].value.records  # type: ignore[union-attr]
+
+    sensor = pipeline.defs.resolve_sensor_def("reconcile_repair_sensor")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="reconcile_repair_sensor",
+        dagster_instance=pipeline.instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_success_event(),
+    )
+    requests = list(sensor(context))  # type: ignore[arg-type,call-overload]
+    assert [r.partition_key for r in requests] == [differing]
+    assert requests[0].tags[REASON_TAG] == "reconcile"
+    assert requests[0].tags[RECONCILE_RUN_TAG] == result.run_id
+
+    repair = pipeline.defs.resolve_job_def("wonderware_history_job").execute_in_process(
+        instance=pipeline.instance,
+        partition_key=requests[0].partition_key,
+        tags=requests[0].tags,
+    )
+    assert repair.success
+    tags = [tag]
+    assert warehouse_points(pipeline.warehouse, tags, first, yesterday) == stored_points(
+        pipeline.settings.historian_sqlite, tags, first, yesterday
+    )
+    again = pipeline.defs.resolve_job_def("wonderware_reconcile_job").execute_in_process(
+        instance=pipeline.instance
+    )
+    assert again.output_for_node("reconcile_history_counts") == []
+
+
+def test_count_tsql_has_the_read_query_s_predicates_and_parameters() -> None:
+    """The historian's side of the counts: same WHERE, same bound parameters, grouped by tag."""
+    import itertools
+
+    import sqlglot
+    from sqlglot import exp
+
+    from ww_assets.history_query import render_count_tsql, render_history_tsql, window_query
+
+    tags = ("Operator's;--Note", 'Zähler "7"', "x'); DROP TABLE t;--")
+    query = window_query(tags, datetime(2025, 11, 2, tzinfo=timezone.utc),
+                         datetime(2025, 11, 3, tzinfo=timezone.utc))
+    sql, params = render_count_tsql(query)
+    assert params == render_history_tsql(query)[1]
+    assert "'" not in sql
+
+    def parse(text: str) -> exp.Select:
+        counter = itertools.count()
+        while "%s" in text:
+            text = text.replace("%s", f"@p{next(counter)}", 1)
+        tree = sqlglot.parse_one(text, read="tsql")
+        assert isinstance(tree, exp.Select)
+        return tree
+
+    count, read = parse(sql), parse(render_history_tsql(query)[0])
+    assert count.args["where"].sql("tsql") == read.args["where"].sql("tsql")
+    assert [e.sql("tsql") for e in count.args["group"].expressions] == ["TagName"]
+    assert [s.sql("tsql") for s in count.expressions] == ["TagName", "COUNT(*) AS Points"]
