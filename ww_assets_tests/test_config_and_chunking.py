@@ -86,3 +86,18 @@ def test_a_smaller_chunk_size_later_only_affects_new_tags() -> None:
     new = assign_chunks(existing, ["d", "e"], chunk_size=2)
     assert set(existing.values()) == {"chunk-0001"}
     assert new == {"d": "chunk-0002", "e": "chunk-0002"}
+
+
+def test_readme_documents_every_variable_the_code_reads() -> None:
+    import re
+
+    from ww_assets_tests.conftest import REPO
+
+    code = (REPO / "ww_assets" / "config.py").read_text()
+    read = set(re.findall(r'r\.\w+\(\s*"([A-Z_]+)"', code))
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z_]+)`", readme, flags=re.M))
+    documented |= {name for pair in re.findall(r"^\| `([A-Z_]+)` / `([A-Z_]+)`", readme, flags=re.M)
+                   for name in pair}
+    assert len(read) > 30
+    assert read - documented == set()
