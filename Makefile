@@ -9,7 +9,7 @@ export DAGSTER_HOME
 DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
 
-.PHONY: install demo dev test bench clean
+.PHONY: install demo dev test e2e-browser bench clean
 
 $(BIN)/ww: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,9 +35,15 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	@test -f $(WW_HOME)/historian.sqlite || $(BIN)/ww simulate create --days $(DEMO_DAYS) --tags $(DEMO_TAGS)
 	$(BIN)/dagster dev -w workspace.yaml -p 3000
 
-## test: the whole suite
+## test: the whole suite (the browser check is `make e2e-browser`)
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not browser"
+
+## e2e-browser: the asset page in headless Chromium (Debian's chromium); screenshots in .ww/artifacts/e2e-browser/
+e2e-browser: install
+	@command -v chromium >/dev/null || { echo "e2e-browser needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
+	$(BIN)/pip install --quiet -e '.[test,browser]'
+	WW_E2E_BROWSER=1 $(BIN)/pytest -q -p no:cacheprovider -m browser ww_assets_tests/test_e2e_ui.py
 
 ## bench: throughput of ww_assets against a bare copy and the replaced system's row path
 bench: install

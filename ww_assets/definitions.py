@@ -23,7 +23,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         history,
         build_sync_definitions(settings),
         build_quality_definitions(settings),
-        dg.Definitions(resources=build_resources(settings)),
+        # One process per run: each extra step process costs ~2 s of start-up here, more
+        # than most partitions take; the steps of a run share one historian query at a time.
+        dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 
 

@@ -55,8 +55,33 @@ class HistorianClient(Protocol):
     ) -> dict[str, int]: ...
 
 
+# One struct field per History column, timestamps as naive microseconds (what pymssql gives).
+_ROW_TYPE = pa.struct(
+    [
+        pa.field(c.name, pa.timestamp("us") if pa.types.is_timestamp(c.arrow_type) else c.arrow_type)
+        for c in HISTORY_COLUMNS
+    ]
+)
+
+
 def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
-    """History rows (tuples in `HISTORY_COLUMNS` order, pymssql's Python types) as Arrow."""
+    """History rows (tuples in `HISTORY_COLUMNS` order, pymssql's Python types) as Arrow.
+
+    Converted in C++ as one struct array (no Python transpose); a value of the wrong type
+    falls back to the per-column path, whose error names the column.
+    """
+    if rows:
+        try:
+            array = pa.array(rows, type=_ROW_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+        else:
+            # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3), DESIGN §2)
+            return pa.RecordBatch.from_struct_array(array).cast(HISTORY_ARROW_SCHEMA, safe=False)
+    return _rows_to_batch_by_column(rows)
+
+
+def _rows_to_batch_by_column(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
     columns = list(zip(*rows)) if rows else [() for _ in HISTORY_COLUMNS]
     arrays = []
     for column, values in zip(HISTORY_COLUMNS, columns):

@@ -120,6 +120,12 @@ def test_overlapping_backfills_leave_exact_slices(tmp_path: Path) -> None:
     env["WW_HOME"] = str(tmp_path / "ww")
     subprocess.run([WW, "simulate", "create", "--days", "2", "--tags", "12"], env=env,
                    check=True, capture_output=True, timeout=300)
+    # the Dagster instance exists before the two backfills (a fresh instance's storage is
+    # created by its first user; two first users at once race in Dagster's own schema setup)
+    (tmp_path / "ww" / "dagster").mkdir(parents=True)
+    subprocess.run([sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get()"],
+                   env={**env, "DAGSTER_HOME": str(tmp_path / "ww" / "dagster")}, check=True,
+                   timeout=120)
     runs = [subprocess.Popen([WW, "backfill", "--days", "2"], env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for _ in range(2)]

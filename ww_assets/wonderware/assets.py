@@ -1,5 +1,6 @@
 """The tag catalog and the day × tag-chunk history assets."""
 
+import gc
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -112,6 +113,9 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         tags_by_chunk: dict[str, list[str]] = {}
         records: list[dg.TableRecord] = []
         total = SliceStats()
+        # Dagster and the code location leave ~130k objects that every full garbage collection
+        # walks, while each fetched batch allocates 100k row tuples: freezing them saves ~10 %.
+        gc.freeze()
         for number, key in enumerate(keys, start=1):
             chunk, day = split_key(key)
             if chunk not in tags_by_chunk:
@@ -148,6 +152,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                     {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
                 )
             )
+        gc.unfreeze()
         elapsed = time.monotonic() - started
         return dg.MaterializeResult(
             metadata={

@@ -1,0 +1,296 @@
+"""`make bench`: ww_assets against a bare copy and the replaced system's row path, on one dataset.
+
+Stages, each in its own process with its own `WW_HOME` under one temporary directory:
+
+1. data: a reproducible emulator store (`bench.data`), BENCH_TAGS × BENCH_DAYS at one point
+   per BENCH_INTERVAL_MS per tag.
+2. bare: the same historian reads and ClickHouse inserts as a minimal script (no Dagster, one
+   warehouse session, no clip/regroup/delete): the practical limit on this machine.
+3. ww: a backfill of every partition through Dagster as a user launches it: `wonderware/tags`
+   first (not timed), then one process per run of the asset's backfill policy (per chunk, up to
+   `max_partitions_per_run` days), each executing the range run on a real instance (the
+   project's `dagster.yaml`) with the code location's executor. Timed from the first run's
+   process start to the last run's exit: run start-up included.
+4. row path: the replaced system's approach (dicts, one pydantic model per row, then insert) on
+   the first BENCH_ROW_PATH_ROWS rows of the same partitions (its rate does not depend on size).
+5. cost: CPU µs per row of each step after the driver (conversion, clip + regroup, insert).
+6. rss: peak RSS of one partition's `replace_slice(read_history(...))` in a fresh process,
+   for a BENCH_RSS_SMALL_ROWS and a BENCH_RSS_BIG_ROWS partition (default 1M and 10M).
+
+Prints a readable report, then one JSON line (DESIGN §4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+FIRST_DAY = date(2025, 6, 1)
+
+# Variables that would point a stage at real systems or change its partitions.
+_ISOLATED = ("WONDERWARE_HOST", "CLICKHOUSE_HOST", "REDIS_URL", "CLICKHOUSE_DB", "DAGSTER_HOME")
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise SystemExit(f"bench: {name}={raw!r} is not a whole number") from None
+    if value < 1:
+        raise SystemExit(f"bench: {name}={raw!r} must be positive")
+    return value
+
+
+class Bench:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tags = _int("BENCH_TAGS", 10)
+        self.days = _int("BENCH_DAYS", 3)
+        self.interval_ms = _int("BENCH_INTERVAL_MS", 1000)
+        self.chunk_size = _int("BENCH_CHUNK_SIZE", 10)
+        self.row_path_rows = _int("BENCH_ROW_PATH_ROWS", 400_000)
+        self.cost_rows = _int("BENCH_COST_ROWS", 1_000_000)
+        self.rss_small = _int("BENCH_RSS_SMALL_ROWS", 1_000_000)
+        self.rss_big = _int("BENCH_RSS_BIG_ROWS", 10_000_000)
+        self.rss_interval_ms = _int("BENCH_RSS_INTERVAL_MS", 1000)
+        self.data = root / "data" / "historian.sqlite"
+        self.log = root / "stages.log"
+
+    # ------------------------------------------------------------ processes
+
+    def env(self, stage: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _ISOLATED}
+        home = self.root / stage
+        home.mkdir(parents=True, exist_ok=True)
+        env.update(
+            WW_HOME=str(home),
+            DAGSTER_HOME=str(home / "dagster"),
+            WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME=FIRST_DAY.isoformat(),
+            WONDERWARE_PIPELINE_TAG_CHUNK_SIZE=str(self.chunk_size),
+            PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        )
+        return env
+
+    def start(self, stage: str, name: str, **args: Any) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.stages", name, json.dumps(args)],
+            cwd=REPO,
+            env=self.env(stage),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finish(self, process: subprocess.Popen[str], what: str) -> dict[str, Any]:
+        out, err = process.communicate()
+        with self.log.open("a") as log:
+            log.write(f"===== {what}\n{err}\n{out}\n")
+        if process.returncode != 0:
+            raise SystemExit(f"bench: {what} failed (exit {process.returncode}):\n{err[-3000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def stage(self, stage: str, name: str, **args: Any) -> dict[str, Any]:
+        return self.finish(self.start(stage, name, **args), f"{stage}/{name}")
+
+    # ------------------------------------------------------------ stages
+
+    def make_data(self) -> dict[str, Any]:
+        from bench.data import write_dataset
+
+        started = time.perf_counter()
+        dataset = write_dataset(self.data, self.tags, self.days, FIRST_DAY, self.interval_ms)
+        return {"points": dataset.points, "seconds": time.perf_counter() - started,
+                "size_mb": self.data.stat().st_size / 2**20}
+
+    def ww(self) -> dict[str, Any]:
+        home = self.root / "ww"
+        (home / "dagster").mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
+        os.link(self.data, home / "historian.sqlite")
+        setup = self.stage("ww", "ww_setup")
+        per_run = int(setup["max_partitions_per_run"])
+        runs = []
+        for chunk in setup["chunks"]:
+            for first in range(0, self.days, per_run):
+                last = min(first + per_run, self.days) - 1
+                runs.append((f"{chunk}|{_day(first)}", f"{chunk}|{_day(last)}"))
+        results = []
+        started, cpu = time.perf_counter(), _children_cpu()
+        for start_key, end_key in runs:
+            run_started = time.perf_counter()
+            result = self.stage("ww", "ww_run", start_key=start_key, end_key=end_key)
+            result["wall_s"] = time.perf_counter() - run_started
+            if not result["success"]:
+                raise SystemExit(f"bench: ww run {start_key}..{end_key} failed, see {self.log}")
+            results.append(result)
+        seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
+        return {"runs": results, "seconds": seconds, "cpu_s": cpu, "max_partitions_per_run": per_run,
+                "rows": sum(r["rows"] for r in results),
+                "partitions": sum(r["partitions"] for r in results)}
+
+    def rss(self) -> dict[str, Any]:
+        from bench.data import write_dataset
+
+        per_tag = 86_400_000 // self.rss_interval_ms
+        small_tags = math.ceil(self.rss_small / per_tag)
+        big_tags = math.ceil(self.rss_big / per_tag)
+        path = self.root / "rss-data" / "historian.sqlite"
+        started = time.perf_counter()
+        dataset = write_dataset(path, big_tags, 1, FIRST_DAY, self.rss_interval_ms)
+        made = time.perf_counter() - started
+        # Separate fresh processes; they may share the CPU (only memory is measured here).
+        small = self.start("rss-small", "rss", data=str(path), first_day=FIRST_DAY.isoformat(),
+                           tags=list(dataset.tags[:small_tags]))
+        big = self.start("rss-big", "rss", data=str(path), first_day=FIRST_DAY.isoformat(),
+                         tags=list(dataset.tags[:big_tags]))
+        return {"data_s": made, "small": self.finish(small, "rss-small"),
+                "big": self.finish(big, "rss-big")}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every waited-for child process (runs, and the step processes they wait for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _day(offset: int) -> str:
+    from datetime import timedelta
+
+    return (FIRST_DAY + timedelta(days=offset)).isoformat()
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, load {os.getloadavg()[0]:.2f}")
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="wwbench-", dir="/tmp"))
+    keep = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+    bench = Bench(root)
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    try:
+        say(f"bench: {_machine()}")
+        say(f"bench: dataset {bench.tags} tags × {bench.days} days, one point per "
+            f"{bench.interval_ms} ms per tag, tag chunks of {bench.chunk_size}; work in {root}")
+        data = bench.make_data()
+        rows = data["points"]
+        say(f"data      {rows:>11,} points written in {data['seconds']:.1f} s "
+            f"({data['size_mb']:.0f} MB)")
+
+        bare = bench.stage("bare", "bare", data=str(bench.data),
+                           first_day=FIRST_DAY.isoformat(), days=bench.days)
+        _check(bare["rows"], rows, "bare read")
+        _check(bare["stored"], rows, "bare stored")
+        bare_rate = bare["rows"] / bare["seconds"]
+        bare_cpu_rate = bare["rows"] / bare["cpu_s"]
+        say(f"bare      {bare['rows']:>11,} rows in {bare['seconds']:6.1f} s = {bare_rate:>9,.0f} rows/s "
+            f"({bare_cpu_rate:,.0f} rows per CPU-second)")
+
+        ww = bench.ww()
+        _check(ww["rows"], rows, "ww")
+        ww_rate = ww["rows"] / ww["seconds"]
+        n_runs, n_parts = len(ww["runs"]), ww["partitions"]
+        body = sum(r["asset_body_s"] for r in ww["runs"])
+        overhead_run = (ww["seconds"] - body) / n_runs
+        overhead_part = (ww["seconds"] - bare["seconds"]) / n_parts
+        ww_cpu_rate = ww["rows"] / ww["cpu_s"]
+        say(f"ww        {ww['rows']:>11,} rows in {ww['seconds']:6.1f} s = {ww_rate:>9,.0f} rows/s "
+            f"({ww_cpu_rate:,.0f} rows per CPU-second; {n_runs} runs, {n_parts} partitions, ≤{ww['max_partitions_per_run']} per run)")
+        for r in ww["runs"]:
+            say(f"          run {r['run_id'][:8]}: {r['partitions']} partitions, {r['rows']:,} rows, "
+                f"wall {r['wall_s']:.1f} s, asset body {r['asset_body_s']:.1f} s, "
+                f"start-up and teardown {r['wall_s'] - r['asset_body_s']:.1f} s")
+        say(f"          asset body alone: {ww['rows'] / body:,.0f} rows/s")
+
+        row = bench.stage("row", "row_path", data=str(bench.data), first_day=FIRST_DAY.isoformat(),
+                          days=bench.days, max_rows=bench.row_path_rows)
+        _check(row["stored"], row["rows"], "row path stored")
+        row_rate = row["rows"] / row["seconds"]
+        row_cpu_rate = row["rows"] / row["cpu_s"]
+        say(f"row path  {row['rows']:>11,} rows in {row['seconds']:6.1f} s = {row_rate:>9,.0f} rows/s "
+            f"({row_cpu_rate:,.0f} rows per CPU-second)")
+
+        cost = bench.stage("cost", "cost", data=str(bench.data), first_day=FIRST_DAY.isoformat(),
+                           days=bench.days, max_rows=bench.cost_rows)
+        us = cost["us_per_row"]
+        after = us["convert"] + us["clip_regroup"] + us["insert"]
+        say(f"cost      CPU µs/row on {cost['rows']:,} rows: emulator (driver stand-in) "
+            f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+regroup+accounting "
+            f"{us['clip_regroup']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
+            f"(≈ {1e6 / after:,.0f} rows/s per core)")
+
+        rss = bench.rss()
+        small, big = rss["small"], rss["big"]
+        say(f"rss       {small['rows']:>11,}-row partition: peak {small['peak_rss_mb']:.0f} MB "
+            f"(after imports {small['rss_before_mb']:.0f} MB); {big['rows']:,}-row partition: peak "
+            f"{big['peak_rss_mb']:.0f} MB (after imports {big['rss_before_mb']:.0f} MB); "
+            f"ratio {big['peak_rss_mb'] / small['peak_rss_mb']:.2f}; data {rss['data_s']:.1f} s")
+
+        figures = {
+            "ww_rows_per_s": round(ww_rate),
+            "bare_rows_per_s": round(bare_rate),
+            "row_path_rows_per_s": round(row_rate),
+            "ratio_vs_bare": round(ww_rate / bare_rate, 3),
+            "ratio_vs_row_path": round(ww_rate / row_rate, 2),
+            "ratio_vs_bare_cpu": round(ww_cpu_rate / bare_cpu_rate, 3),
+            "ratio_vs_row_path_cpu": round(ww_cpu_rate / row_cpu_rate, 2),
+            "peak_rss_mb_1m": round(small["peak_rss_mb"], 1),
+            "peak_rss_mb_10m": round(big["peak_rss_mb"], 1),
+            "rss_ratio_10m_vs_1m": round(big["peak_rss_mb"] / small["peak_rss_mb"], 3),
+            "rss_rows_small": small["rows"],
+            "rss_rows_big": big["rows"],
+            "overhead_s_per_run": round(overhead_run, 2),
+            "overhead_s_per_partition": round(overhead_part, 3),
+            "ww_body_rows_per_s": round(ww["rows"] / body),
+            "rows": rows,
+            "runs": n_runs,
+            "partitions": n_parts,
+            "max_partitions_per_run": ww["max_partitions_per_run"],
+            "row_path_rows": row["rows"],
+            "cpu_us_per_row_driver_emulator": round(us["driver"], 3),
+            "cpu_us_per_row_convert": round(us["convert"], 3),
+            "cpu_us_per_row_clip_regroup": round(us["clip_regroup"], 3),
+            "cpu_us_per_row_insert": round(us["insert"], 3),
+            "cpu_us_per_row_after_driver": round(after, 3),
+            "machine": _machine(),
+        }
+        say(json.dumps(figures))
+        return 0
+    finally:
+        if keep:
+            print(f"bench: kept {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _check(actual: int, expected: int, what: str) -> None:
+    if actual != expected:
+        raise SystemExit(f"bench: {what}: {actual:,} rows, expected {expected:,}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

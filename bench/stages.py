@@ -1,0 +1,364 @@
+"""The benchmark's stages, each run in its own process: `python -m bench.stages NAME ARGS_JSON`.
+
+Each prints one JSON object on its last stdout line. A stage reads the shared dataset and
+writes to embedded ClickHouse under its own `WW_HOME` (from the environment), so no stage sees
+another's tables or caches.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from ww_assets.config import Settings
+from ww_assets.historian import EmulatorHistorian, rows_to_batch
+from ww_assets.history_store import (
+    HISTORY_TABLE,
+    chunk_tags,
+    ensure_schema,
+    replace_slice,
+)
+from ww_assets.schema import COLUMN_NAMES, HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS, LOAD_ID_COLUMN
+from ww_assets.warehouse import ChdbWarehouse
+
+Partition = tuple[str, list[str], datetime, datetime]
+"""(chunk, its tags, day start, day end)."""
+
+
+def _historian(settings: Settings, data: str) -> EmulatorHistorian:
+    return EmulatorHistorian(
+        Path(data),
+        tag_types=settings.tag_types,
+        retrieval_mode=settings.retrieval_mode,
+        server_timezone=settings.emulator_timezone,
+        batch_rows=settings.batch_rows,
+    )
+
+
+def _warehouse(settings: Settings) -> ChdbWarehouse:
+    return ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
+
+
+def _partitions(settings: Settings, data: str, first_day: str, days: int) -> list[Partition]:
+    """The partitions of the dataset, with the tag chunks `wonderware/tags` would assign."""
+    from ww_assets.catalog import refresh_catalog
+
+    store = _warehouse(settings)
+    change = refresh_catalog(_historian(settings, data).list_tags(), store, settings.tag_chunk_size)
+    with store.connect() as conn:
+        tags = {c: chunk_tags(conn, store.database, c) for c in change.chunks}
+    first = date.fromisoformat(first_day)
+    out = []
+    for chunk in sorted(tags):
+        for d in range(days):
+            start = datetime.combine(first + timedelta(days=d), datetime.min.time(), timezone.utc)
+            out.append((chunk, tags[chunk], start, start + timedelta(days=1)))
+    return out
+
+
+def _count(store: ChdbWarehouse) -> int:
+    with store.connect() as conn:
+        table = conn.query(f"SELECT count() AS n FROM {store.database}.{HISTORY_TABLE}")
+    return int(table.column("n")[0].as_py())
+
+
+def _with_load_id(table: pa.Table | pa.RecordBatch, load_id: int) -> pa.Table:
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    return table.append_column(LOAD_ID_COLUMN, pa.array([load_id] * table.num_rows, pa.uint64()))
+
+
+# ---------------------------------------------------------------- bare copy
+
+
+def bare(data: str, first_day: str, days: int) -> dict[str, Any]:
+    """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
+    session for the whole copy, each read batch inserted as it comes, no clip, no regroup,
+    no delete, no Dagster."""
+    settings = Settings.from_env()
+    parts = _partitions(settings, data, first_day, days)
+    historian, store = _historian(settings, data), _warehouse(settings)
+    rows = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    with store.connect() as conn:
+        ensure_schema(conn, store.database)
+        for _, tags, start, end in parts:
+            for batch in historian.read_history(tags, start, end):
+                conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(batch, 1))
+                rows += batch.num_rows
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "partitions": len(parts),
+            "stored": _count(store)}
+
+
+# ---------------------------------------------------------------- row path
+
+
+def _row_model() -> type:
+    """The replaced system's row model: one object per row, validated field by field."""
+    try:
+        import pydantic
+    except ImportError:  # pragma: no cover - pydantic comes with Dagster
+        pydantic = None
+    python_types = {}
+    for column in HISTORY_COLUMNS:
+        kind = column.arrow_type
+        if pa.types.is_timestamp(kind):
+            python_types[column.name] = Optional[datetime]
+        elif pa.types.is_floating(kind):
+            python_types[column.name] = Optional[float]
+        elif pa.types.is_integer(kind):
+            python_types[column.name] = Optional[int]
+        else:
+            python_types[column.name] = Optional[str]
+    if pydantic is not None:
+        fields = {name: (kind, None) for name, kind in python_types.items()}
+        return pydantic.create_model("WonderwareHistoryRow", **fields)  # type: ignore[call-overload]
+    import dataclasses
+
+    return dataclasses.make_dataclass("WonderwareHistoryRow", list(python_types.items()))
+
+
+def _dump(model: type) -> Callable[[Any], dict[str, Any]]:
+    if hasattr(model, "model_dump"):
+        return lambda row: row.model_dump()
+    import dataclasses
+
+    return dataclasses.asdict
+
+
+def row_path(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
+    """The replaced system's approach: the driver's rows as dicts, one model object per row,
+    then the models dumped back to dicts and inserted (here through the same Arrow insert as
+    ww_assets, which flatters the row path: its own cost is the per-row Python work)."""
+    from ww_assets.emulator.history import HistorianEmulator
+    from ww_assets.history_query import window_query
+
+    settings = Settings.from_env()
+    parts = _partitions(settings, data, first_day, days)
+    emulator = HistorianEmulator(Path(data), server_timezone=settings.emulator_timezone)
+    store = _warehouse(settings)
+    model, names = _row_model(), COLUMN_NAMES
+    dump = _dump(model)
+    rows = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    with store.connect() as conn:
+        ensure_schema(conn, store.database)
+        for _, tags, start, end in parts:
+            if rows >= max_rows:
+                break
+            query = window_query(tuple(tags), start, end, settings.retrieval_mode)
+            for fetched in emulator.query(query, batch_rows=settings.batch_rows):
+                if rows >= max_rows:
+                    break
+                records = [dict(zip(names, row)) for row in fetched]  # pymssql as_dict=True
+                models = [model(**record) for record in records]
+                table = pa.Table.from_pylist([dump(m) for m in models], schema=HISTORY_ARROW_SCHEMA)
+                conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(table, 1))
+                rows += len(models)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "stored": _count(store)}
+
+
+# ---------------------------------------------------------------- peak RSS of one partition
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
+    """One partition's `replace_slice(read_history(...))` with the configured batch sizes;
+    peak RSS of this process (which did nothing else)."""
+    settings = Settings.from_env()
+    historian, store = _historian(settings, data), _warehouse(settings)
+    with store.connect() as conn:
+        ensure_schema(conn, store.database)
+    start = datetime.combine(date.fromisoformat(first_day), datetime.min.time(), timezone.utc)
+    end = start + timedelta(days=1)
+    before = _rss_mb()
+    started = time.perf_counter()
+    stats = replace_slice(store, tags, start, end, historian.read_history(tags, start, end))
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": stats.rows, "seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak}
+
+
+# ---------------------------------------------------------------- CPU cost per row after the driver
+
+
+class _TimedWarehouse:
+    """A warehouse whose sessions and inserts add their CPU time to `spent["insert"]`."""
+
+    def __init__(self, inner: ChdbWarehouse, spent: dict[str, float]) -> None:
+        self.inner, self.spent, self.database = inner, spent, inner.database
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        t0 = time.process_time()
+        with self.inner.connect() as conn:
+            yield conn
+        self.spent["insert"] += time.process_time() - t0
+
+
+def cost(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
+    """CPU time per row of each step of `replace_slice(read_history(...))` (process CPU time,
+    so chDB's own threads count), streamed as in the pipeline: the driver stand-in (the
+    emulator's `query`), the Arrow conversion (`rows_to_batch`), the warehouse sessions
+    (inserts and the final check for older loads), and the rest of `replace_slice` (clip,
+    regroup, accounting)."""
+    from ww_assets.emulator.history import HistorianEmulator
+    from ww_assets.history_query import window_query
+
+    settings = Settings.from_env()
+    parts = _partitions(settings, data, first_day, days)
+    emulator = HistorianEmulator(Path(data), server_timezone=settings.emulator_timezone)
+    spent = {"driver": 0.0, "convert": 0.0, "insert": 0.0, "clip_regroup": 0.0}
+    store = _TimedWarehouse(_warehouse(settings), spent)
+    with store.inner.connect() as conn:
+        ensure_schema(conn, store.database)
+    clock = time.process_time
+    rows = 0
+
+    def converted(batches: Iterator[list[tuple]]) -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        while True:
+            t0 = clock()
+            fetched = next(batches, None)
+            t1 = clock()
+            spent["driver"] += t1 - t0
+            if fetched is None:
+                return
+            batch = rows_to_batch(fetched)
+            spent["convert"] += clock() - t1
+            rows += len(fetched)
+            yield batch
+
+    total = 0.0
+    for _, tags, start, end in parts:
+        if rows >= max_rows:
+            break
+        query = window_query(tuple(tags), start, end, settings.retrieval_mode)
+        t0 = clock()
+        replace_slice(store, tags, start, end,
+                      converted(iter(emulator.query(query, settings.batch_rows))))
+        total += clock() - t0
+    spent["clip_regroup"] = total - spent["driver"] - spent["convert"] - spent["insert"]
+    per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
+    return {"rows": rows, "us_per_row": per_row}
+
+
+# ---------------------------------------------------------------- ww_assets through Dagster
+
+
+def ww_setup() -> dict[str, Any]:
+    """`wonderware/tags` materialized on the instance, and the runs a backfill of every
+    history partition makes under the asset's backfill policy (per chunk, consecutive days,
+    at most `max_partitions_per_run` each)."""
+    import warnings
+
+    import dagster as dg
+
+    from ww_assets.definitions import build_definitions
+    from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+    from ww_assets.wonderware.partitions import TAG_CHUNKS
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    settings = Settings.from_env()
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.get()
+    job = defs.get_implicit_global_asset_job_def()
+    if not job.execute_in_process(instance=instance, asset_selection=[TAGS_KEY]).success:
+        raise RuntimeError("wonderware/tags failed")
+    history = defs.resolve_assets_def(HISTORY_KEY)
+    per_run = history.backfill_policy.max_partitions_per_run or 10**9
+    chunks = instance.get_dynamic_partitions(TAG_CHUNKS.name)
+    return {"chunks": chunks, "max_partitions_per_run": per_run}
+
+
+def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
+    """One backfill run: the range run the backfill daemon would create, executed on the
+    instance with the code location's executor (step in its own process), as the run worker
+    that the default run launcher starts does."""
+    import warnings
+
+    import dagster as dg
+
+    from bench.ww_job import history_job
+    from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    instance = dg.DagsterInstance.get()
+    with dg.execute_job(
+        dg.reconstructable(history_job),
+        instance=instance,
+        tags={RANGE_START_TAG: start_key, RANGE_END_TAG: end_key, "ww/reason": "bench"},
+    ) as result:
+        success, run_id = result.success, result.run_id
+    events = instance.all_logs(run_id)
+    times: dict[str, float] = {}
+    body_s = rows = partitions = 0.0
+    for record in events:
+        event = record.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type_value
+        times.setdefault(kind, record.timestamp)
+        if kind == "ASSET_MATERIALIZATION":
+            metadata = event.event_specific_data.materialization.metadata
+            body_s = metadata["duration_s"].value
+            rows = metadata["rows"].value
+            partitions = metadata["partitions_in_run"].value
+    return {
+        "success": success,
+        "run_id": run_id,
+        "rows": rows,
+        "partitions": partitions,
+        "asset_body_s": body_s,
+        "run_events_s": times.get(dg.DagsterEventType.RUN_SUCCESS.value, 0.0)
+        - times.get(dg.DagsterEventType.RUN_START.value, 0.0),
+        "step_events_s": times.get(dg.DagsterEventType.STEP_SUCCESS.value, 0.0)
+        - times.get(dg.DagsterEventType.STEP_START.value, 0.0),
+    }
+
+
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "bare": bare,
+    "row_path": row_path,
+    "rss": rss,
+    "cost": cost,
+    "ww_setup": ww_setup,
+    "ww_run": ww_run,
+}
+
+
+def main(argv: list[str]) -> int:
+    name, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
+    if name == "rss":
+        gc.collect()
+    result = STAGES[name](**args)
+    print(json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
