@@ -20,9 +20,9 @@ from ww_assets.schema import COLUMN_NAMES
 ODD_TAGS = ("Operator's;--Note", "Kühlwasser Pumpe.Status", 'Zähler "7"', "x'); DROP TABLE t;--")
 
 
-def _parse(sql: str) -> exp.Select:
+def parse_tsql(sql: str) -> exp.Select:
+    """Parse rendered T-SQL, pymssql's `%s` placeholders turned into T-SQL variables."""
     counter = itertools.count()
-    # pymssql's %s placeholders become T-SQL variables so the parser sees a real statement
     while "%s" in sql:
         sql = sql.replace("%s", f"@p{next(counter)}", 1)
     tree = sqlglot.parse_one(sql, read="tsql")
@@ -42,7 +42,7 @@ def test_window_query_is_half_open_utc_full_with_bound_parameters() -> None:
     for tag in ODD_TAGS:
         assert tag not in sql
     assert "'" not in sql  # no literal at all: every value is a parameter
-    tree = _parse(sql)
+    tree = parse_tsql(sql)
     assert [s.alias_or_name for s in tree.expressions] == list(COLUMN_NAMES)
     assert tree.args["from_"].this.name == "History"
     preds = {p.sql(dialect="tsql") for p in _predicates(tree)}
@@ -68,7 +68,7 @@ def test_inclusive_bounds_and_server_local_time() -> None:
     q = HistoryQuery(("A",), datetime(2025, 1, 1), datetime(2025, 1, 2), True, True,
                      "Delta", time_zone=None)
     sql, params = render_history_tsql(q)
-    preds = {p.sql(dialect="tsql") for p in _predicates(_parse(sql))}
+    preds = {p.sql(dialect="tsql") for p in _predicates(parse_tsql(sql))}
     assert "DateTime >= @p1" in preds and "DateTime <= @p2" in preds
     assert not any("wwTimeZone" in p for p in preds)
     assert params[-2:] == ("Delta", "Latest")
@@ -76,7 +76,7 @@ def test_inclusive_bounds_and_server_local_time() -> None:
 
 def test_tags_query_excludes_system_tags_by_parameter() -> None:
     sql, params = render_tags_tsql((1, 2, 3))
-    tree = _parse(sql)
+    tree = parse_tsql(sql)
     preds = {p.sql(dialect="tsql") for p in _predicates(tree)}
     assert preds == {"t.TagType IN (@p0, @p1, @p2)", "t.TagName NOT LIKE @p3"}
     assert params == (1, 2, 3, "Sys%")

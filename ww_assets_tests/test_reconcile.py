@@ -8,9 +8,10 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from ww_assets.emulator import plant, store
-from ww_assets.wonderware.reconcile import RECONCILE_RUN_TAG, REASON_TAG
+from ww_assets.wonderware.reconcile import REASON_TAG, RECONCILE_RUN_TAG
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
+from ww_assets_tests.test_history_query import parse_tsql
 
 
 def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pipeline) -> None:
@@ -83,12 +84,13 @@ def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pi
 
 def test_count_tsql_has_the_read_query_s_predicates_and_parameters() -> None:
     """The historian's side of the counts: same WHERE, same bound parameters, grouped by tag."""
-    import itertools
 
-    import sqlglot
-    from sqlglot import exp
 
-    from ww_assets.history_query import render_count_tsql, render_history_tsql, window_query
+    from ww_assets.history_query import (
+        render_count_tsql,
+        render_history_tsql,
+        window_query,
+    )
 
     tags = ("Operator's;--Note", 'Zähler "7"', "x'); DROP TABLE t;--")
     query = window_query(tags, datetime(2025, 11, 2, tzinfo=timezone.utc),
@@ -97,15 +99,7 @@ def test_count_tsql_has_the_read_query_s_predicates_and_parameters() -> None:
     assert params == render_history_tsql(query)[1]
     assert "'" not in sql
 
-    def parse(text: str) -> exp.Select:
-        counter = itertools.count()
-        while "%s" in text:
-            text = text.replace("%s", f"@p{next(counter)}", 1)
-        tree = sqlglot.parse_one(text, read="tsql")
-        assert isinstance(tree, exp.Select)
-        return tree
-
-    count, read = parse(sql), parse(render_history_tsql(query)[0])
+    count, read = parse_tsql(sql), parse_tsql(render_history_tsql(query)[0])
     assert count.args["where"].sql("tsql") == read.args["where"].sql("tsql")
     assert [e.sql("tsql") for e in count.args["group"].expressions] == ["TagName"]
     assert [s.sql("tsql") for s in count.expressions] == ["TagName", "COUNT(*) AS Points"]

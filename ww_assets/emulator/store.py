@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from ww_assets.historian import TagInfo
 
 BUSY_TIMEOUT_S = 30.0
 """How long a connection waits for a lock: a live simulator writes while the pipeline reads."""
@@ -43,16 +44,8 @@ Point = tuple[str, datetime, float | None, str | None, int | None, int | None, i
 """A stored point: (TagName, DateTime in UTC, Value, VValue, Quality, QualityDetail, OpcQuality)."""
 
 
-@dataclass(frozen=True)
-class TagDef:
-    """A tag of the catalog; `min_eu`/`max_eu`/`unit` apply to analog tags (TagType 1)."""
-
-    name: str
-    tag_type: int
-    description: str | None = None
-    min_eu: float | None = None
-    max_eu: float | None = None
-    unit: str | None = None
+TagDef = TagInfo
+"""A tag of the catalog; `min_eu`/`max_eu`/`unit` apply to analog tags (TagType 1)."""
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
