@@ -43,7 +43,7 @@ test: install
 e2e-browser: install
 	@command -v chromium >/dev/null || { echo "e2e-browser needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
 	$(BIN)/pip install --quiet -e '.[test,browser]'
-	WW_E2E_BROWSER=1 $(BIN)/pytest -q -p no:cacheprovider -m browser ww_assets_tests/test_e2e_ui.py
+	$(BIN)/pytest -q -p no:cacheprovider -m browser ww_assets_tests/test_e2e_ui.py
 
 ## bench: throughput of ww_assets against a bare copy and the replaced system's row path
 bench: install

@@ -57,6 +57,11 @@ class Pipeline:
     defs: dg.Definitions
     instance: dg.DagsterInstance
 
+    def reload(self) -> None:
+        """Load the code location again from the (monkeypatched) environment."""
+        self.settings = Settings.from_env()
+        self.defs = build_definitions(self.settings)
+
     @property
     def warehouse(self) -> ChdbWarehouse:
         return ChdbWarehouse(self.settings.chdb_path, self.settings.clickhouse_db)

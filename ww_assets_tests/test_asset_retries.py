@@ -8,8 +8,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ww_assets.config import Settings
-from ww_assets.definitions import build_definitions
 from ww_assets_tests.conftest import Pipeline, free_port
 
 
@@ -19,11 +17,6 @@ def _messages(p: Pipeline, run_id: str) -> list[str]:
 
 def _events(p: Pipeline, run_id: str, kind: dg.DagsterEventType) -> list:
     return [e for e in p.instance.all_logs(run_id, of_type=kind)]
-
-
-def _reload(p: Pipeline) -> None:
-    p.settings = Settings.from_env()
-    p.defs = build_definitions(p.settings)
 
 
 def test_unreachable_historian_is_retried_with_backoff_then_the_breaker_opens(
@@ -37,7 +30,7 @@ def test_unreachable_historian_is_retried_with_backoff_then_the_breaker_opens(
     monkeypatch.setenv("WONDERWARE_STEP_RETRIES", "2")
     monkeypatch.setenv("WONDERWARE_STEP_RETRY_DELAY", "0")
     monkeypatch.setenv("WONDERWARE_BREAKER_THRESHOLD", "4")
-    _reload(pipeline)
+    pipeline.reload()
     result = pipeline.materialize_tags()
     assert not result.success
     messages = _messages(pipeline, result.run_id)

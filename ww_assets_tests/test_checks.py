@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import dagster as dg
 import pyarrow as pa
 import pytest
 
-import dagster as dg
 from ww_assets.history_store import HISTORY_TABLE
 from ww_assets.wonderware.checks import (
     BLOCKING_CHECKS,

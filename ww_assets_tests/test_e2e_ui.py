@@ -11,7 +11,6 @@ and is switched off in the UI, and both services stop cleanly on Ctrl-C.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -87,10 +86,8 @@ def test_browser_asset_page_shows_partition_health_and_checks(
     """Headless Chromium (Debian's, driven by Playwright without a browser download of its
     own) opens wonderware/history after the backfill: the partitions view shows the health of
     the backfilled partitions and the checks view lists the checks' results. Screenshots go to
-    .ww/artifacts/e2e-browser/. Run by `make e2e-browser` (WW_E2E_BROWSER=1); a fresh machine
-    has no Chromium, so `make test` leaves it out."""
-    if os.environ.get("WW_E2E_BROWSER") != "1":
-        pytest.skip("browser check: run `make e2e-browser` (needs Debian's chromium)")
+    .ww/artifacts/e2e-browser/. Marked `browser`: run by `make e2e-browser`; a fresh machine
+    has no Chromium, so `make test` deselects it."""
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"

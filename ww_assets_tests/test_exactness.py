@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from ww_assets.emulator import store
-from ww_assets.history_store import replace_slice
 from ww_assets.historian import rows_to_batch
+from ww_assets.history_store import replace_slice
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import (
     COPIED_TAGS,
@@ -124,11 +124,8 @@ def test_server_time_zone_does_not_change_the_copy(
     assert loaded.materialize_history(*_all_keys(loaded)).success
     before = _assert_exact(loaded)
     monkeypatch.setenv("WONDERWARE_EMULATOR_TIMEZONE", "Pacific/Auckland")
-    from ww_assets.config import Settings
-    from ww_assets.definitions import build_definitions
 
-    loaded.settings = Settings.from_env()
-    loaded.defs = build_definitions(loaded.settings)
+    loaded.reload()
     assert loaded.materialize_history(*_all_keys(loaded)).success
     assert _assert_exact(loaded) == before
 

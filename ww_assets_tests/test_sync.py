@@ -8,8 +8,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ww_assets.config import Settings
-from ww_assets.definitions import build_definitions
 from ww_assets.emulator import store
 from ww_assets.sync_plan import plan_sync
 from ww_assets.tag_cache import CACHE_KEY
@@ -95,7 +93,10 @@ def _sync(p: Pipeline) -> dg.ExecuteInProcessResult:
 
 def _exact_since(p: Pipeline, since: datetime, until: datetime) -> int:
     """ClickHouse equals the stored points in [since, until); returns the row count."""
-    from ww_assets_tests.plant_fixtures import stored_points_between, warehouse_points_between
+    from ww_assets_tests.plant_fixtures import (
+        stored_points_between,
+        warehouse_points_between,
+    )
 
     expected = stored_points_between(p.settings.historian_sqlite, NAMES, since, until)
     actual = warehouse_points_between(p.warehouse, NAMES, since, until)
@@ -108,8 +109,7 @@ def synced(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", str(8 * 3600))
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_LOOKBACK", "600")
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", "0")
-    pipeline.settings = Settings.from_env()
-    pipeline.defs = build_definitions(pipeline.settings)
+    pipeline.reload()
     now = datetime.now(UTC)
     _plant(pipeline.settings.historian_sqlite, now)
     assert pipeline.materialize_tags().success
@@ -151,8 +151,7 @@ def test_sync_then_backfill_and_backfill_then_sync_stay_exact(
 ) -> None:
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", str(40 * 3600))
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", "0")
-    pipeline.settings = Settings.from_env()
-    pipeline.defs = build_definitions(pipeline.settings)
+    pipeline.reload()
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     yesterday = today - timedelta(days=1)
@@ -180,8 +179,7 @@ def test_sync_uses_and_fills_the_redis_cache(
     import redis
 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    synced.settings = Settings.from_env()
-    synced.defs = build_definitions(synced.settings)
+    synced.reload()
     client = redis.Redis.from_url(redis_server.url)
     assert _sync(synced).success
     assert client.ttl(CACHE_KEY) > 0
@@ -203,8 +201,7 @@ def test_sync_succeeds_with_redis_stopped_and_warns_once(
     synced: Pipeline, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    synced.settings = Settings.from_env()
-    synced.defs = build_definitions(synced.settings)
+    synced.reload()
     redis_server.stop()
     result = _sync(synced)
     assert result.success

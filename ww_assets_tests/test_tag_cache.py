@@ -42,11 +42,8 @@ def test_catalog_refresh_fills_the_cache(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     monkeypatch.setenv("WONDERWARE_PIPELINE_TAG_CACHE_TTL", "120")
-    from ww_assets.config import Settings
-    from ww_assets.definitions import build_definitions
 
-    pipeline.settings = Settings.from_env()
-    pipeline.defs = build_definitions(pipeline.settings)
+    pipeline.reload()
     build_trap_plant(pipeline.settings.historian_sqlite)
     result = pipeline.materialize_tags()
     assert result.success
@@ -61,11 +58,8 @@ def test_catalog_refresh_succeeds_with_redis_stopped(
     pipeline: Pipeline, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    from ww_assets.config import Settings
-    from ww_assets.definitions import build_definitions
 
-    pipeline.settings = Settings.from_env()
-    pipeline.defs = build_definitions(pipeline.settings)
+    pipeline.reload()
     build_trap_plant(pipeline.settings.historian_sqlite)
     redis_server.stop()
     result = pipeline.materialize_tags()
