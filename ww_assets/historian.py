@@ -139,8 +139,7 @@ class EmulatorHistorian:
         self, tags: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[pa.RecordBatch]:
         query = window_query(tuple(tags), start, end, self.retrieval_mode)
-        for rows in self._emulator().query(query, batch_rows=self.batch_rows):
-            yield rows_to_batch(rows)
+        yield from self._emulator().query_arrow(query, batch_rows=self.batch_rows)
 
     def count_points(
         self, tags: Sequence[str], start_utc: datetime, end_utc: datetime

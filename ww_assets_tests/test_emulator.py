@@ -536,3 +536,64 @@ def test_missing_store_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nothing.sqlite"):
         emulator.list_tags((1,))
     assert not (tmp_path / "nothing.sqlite").exists()
+
+
+# --- the Arrow path ------------------------------------------------------------------------
+
+
+def _mixed_points() -> list[tuple]:
+    """Every tag kind, bad and doubtful points, milliseconds, both DST changes in Chicago."""
+    points = []
+    for day in (_utc(2025, 3, 9), _utc(2025, 11, 2)):
+        for i in range(0, 24 * 60, 17):
+            moment = day + timedelta(minutes=i, milliseconds=i % 1000)
+            points.append(_point("Analog.A", moment, round(i * 0.37, 3)))
+            bad = i % 5 == 0
+            points.append(_point("Analog.B", moment, None if bad else 1.0, BAD if bad else (16, 64, 64)))
+            points.append(_point("Discrete.D", moment, float((i // 34) % 2)))
+            points.append(_point("String.S", moment, f"batch-{i // 100}"))
+            points.append(_point("Operator's.Note", moment, "it's; -- fine"))
+            points.append(_point("Kühlwasser.Temperatur", moment, 20.0 + (i % 7)))
+    return points
+
+
+@pytest.mark.parametrize(
+    ("mode", "time_zone", "start_inclusive", "batch_rows"),
+    [
+        ("Full", "UTC", False, 100_000),
+        ("Full", "UTC", False, 37),
+        ("Delta", "UTC", True, 50),
+        ("Full", None, True, 1000),
+        ("Delta", "Asia/Tokyo", False, 64),
+    ],
+)
+def test_query_arrow_equals_the_row_path(
+    tmp_path: Path, mode: str, time_zone: str | None, start_inclusive: bool, batch_rows: int
+) -> None:
+    """`query_arrow` is the emulator's fast path for `read_history`; it must give exactly the
+    batches that `rows_to_batch` makes of `query`'s pymssql-typed rows, whatever the mode,
+    zone, bounds and batch size."""
+    import pyarrow as pa
+
+    from ww_assets.historian import rows_to_batch
+
+    emulator = _emulator(tmp_path, _mixed_points())
+    tags = [t.name for t in TAGS]
+    for window in ((datetime(2025, 3, 8, 23), datetime(2025, 3, 10)),
+                   (datetime(2025, 11, 1, 22), datetime(2025, 11, 2, 23, 30))):
+        query = _query(tags, *window, retrieval_mode=mode, time_zone=time_zone,
+                       start_inclusive=start_inclusive)
+        rows = [row for batch in emulator.query(query, batch_rows=batch_rows) for row in batch]
+        batches = list(emulator.query_arrow(query, batch_rows=batch_rows))
+        assert rows, "the window holds points"
+        assert all(0 < b.num_rows <= batch_rows for b in batches)
+        assert pa.Table.from_batches(batches).equals(pa.Table.from_batches([rows_to_batch(rows)]))
+
+
+def test_query_arrow_refuses_what_query_refuses(tmp_path: Path) -> None:
+    emulator = _emulator(tmp_path, [_point("Analog.A", _utc(2025, 6, 1, 10), 1.0)])
+    window = (datetime(2025, 6, 1), datetime(2025, 6, 2))
+    with pytest.raises(ValueError, match="Interpolated"):
+        emulator.query_arrow(_query(["Analog.A"], *window, retrieval_mode="Interpolated"))
+    with pytest.raises(ValueError, match="batch_rows"):
+        emulator.query_arrow(_query(["Analog.A"], *window), batch_rows=0)
