@@ -9,6 +9,7 @@ ReplacingMergeTree would collapse onto the newest load meanwhile).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ def ensure_schema(conn: WarehouseConnection, database: str) -> None:
     conn.command(
         f"""CREATE TABLE IF NOT EXISTS {database}.{HISTORY_TABLE} (
     {columns},
-    `{LOAD_ID_COLUMN}` UInt64
+    `{LOAD_ID_COLUMN}` UInt64,
+    INDEX LoadIdRange {LOAD_ID_COLUMN} TYPE minmax GRANULARITY 1
 ) ENGINE = ReplacingMergeTree({LOAD_ID_COLUMN})
 PARTITION BY toYYYYMM(DateTime)
 ORDER BY (TagName, DateTime)
@@ -142,29 +144,31 @@ def replace_slice(
     """Make the rows of `tags` in [start, end) exactly those in `batches`.
 
     Rows outside [start, end) or of other tags are dropped before insert (the window is the
-    slice's contract, whatever the source returned). Inserts go in groups of about
-    `insert_rows`, each in its own short warehouse session, so memory stays bounded and other
-    processes can use embedded ClickHouse between groups.
+    slice's contract, whatever the source returned). Rows are inserted in groups of about
+    `insert_rows` (memory stays bounded), all in one warehouse session that opens once the
+    first group has been read (a slow historian does not hold embedded ClickHouse's lock) and
+    closes after the delete.
     """
     started = time.monotonic()
     load_id = time.time_ns()
     stats = SliceStats()
     table = f"{warehouse.database}.{HISTORY_TABLE}"
-    for group in _regroup(_clip(batches, tags, start, end, stats), insert_rows):
-        data = group.append_column(
-            LOAD_ID_COLUMN, pa.array([load_id] * group.num_rows, pa.uint64())
-        )
-        with warehouse.connect() as conn:
-            conn.insert(table, data)
-        _account(stats, group)
-        if on_batch:
-            on_batch(stats)
+    groups = _regroup(_clip(batches, tags, start, end, stats), insert_rows)
+    first = next(groups, None)
     where = (
         "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
         f"AND DateTime < {{end:DateTime64(3, 'UTC')}} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     )
     params = {"tags": list(tags), "start": _utc(start), "end": _utc(end), "load_id": load_id}
     with warehouse.connect() as conn:
+        for group in itertools.chain([first] if first is not None else [], groups):
+            data = group.append_column(
+                LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.uint64()), group.num_rows)
+            )
+            conn.insert(table, data)
+            _account(stats, group)
+            if on_batch:
+                on_batch(stats)
         older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
         if older.column("n")[0].as_py():
             # Patch-part deletes (lightweight updates) cost about as much as an insert; a
@@ -195,7 +199,8 @@ def _clip(
             pc.and_(pc.greater_equal(table["DateTime"], lo), pc.less(table["DateTime"], hi)),
             pc.is_in(table["TagName"], value_set=wanted),
         )
-        kept = table.filter(keep)
+        # Filtering copies every column; the usual batch has nothing to drop.
+        kept = table if keep.null_count == 0 and pc.all(keep).as_py() else table.filter(keep)
         if kept.num_rows:
             yield kept
 

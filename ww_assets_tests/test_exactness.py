@@ -145,3 +145,26 @@ def test_arrow_batches_hold_pymssql_like_rows() -> None:
     batch = rows_to_batch([row])
     assert batch.schema.field("DateTime").type == pa.timestamp("ms", tz="UTC")
     assert batch.column(0)[0].as_py() == datetime(2025, 1, 1, 0, 0, 0, 123000, tzinfo=timezone.utc)
+
+
+def test_a_source_that_repeats_a_key_is_stored_as_given(pipeline: Pipeline) -> None:
+    """Inserts skip ReplacingMergeTree's collapse inside a block (`optimize_on_insert = 0`):
+    a key the source returned twice lands twice, for the duplicate check to see, instead of
+    being merged away silently."""
+    from ww_assets.history_store import ensure_schema
+    from ww_assets.quality_sql import duplicate_keys, summarize
+
+    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    moment = datetime(2025, 6, 1, 10)
+    rows = [_full_row(("Tank.Level", moment, v, str(v), 0, 192, 192)) for v in (1.0, 2.0)]
+    with pipeline.warehouse.connect() as conn:
+        ensure_schema(conn, pipeline.warehouse.database)
+    stats = replace_slice(
+        pipeline.warehouse, ["Tank.Level"], start, start + timedelta(days=1), [rows_to_batch(rows)]
+    )
+    assert stats.rows == 2
+    with pipeline.warehouse.connect() as conn:
+        db = pipeline.warehouse.database
+        summary = summarize(conn, db, ["Tank.Level"], [start.date()], datetime.now(timezone.utc))
+        found = duplicate_keys(conn, db, summary)
+    assert found[start.date()].keys == 1 and found[start.date()].extra_rows == 1
