@@ -41,20 +41,23 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 # ---------------------------------------------------------------- per-partition checks
+#
+# A range run checks up to a month of one chunk's days at once: `summarize` reads the rows of
+# all those days in one scan, and each check answers per day from that summary, asking
+# ClickHouse again only for the details of a day that fails.
+
+_DAY = "toDate(DateTime, 'UTC')"
+_FUTURE = (
+    "(DateTime > {now:DateTime64(3, 'UTC')} "
+    "OR toUnixTimestamp64Milli(DateTime) > intDiv(LoadId, 1000000))"
+)
+"""A row dated after `now` or after the moment it was loaded (a load id is its start in ns)."""
 
 
-def counts_by_tag(
-    conn: WarehouseConnection, database: str, tags: list[str], start: datetime, end: datetime
-) -> dict[str, int]:
-    """Rows per tag in the slice as a plain SELECT sees them; 0 for tags without rows."""
-    table = conn.query(
-        f"SELECT TagName, count() AS n FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} "
-        "GROUP BY TagName",
-        _slice_params(tags, start, end),
-    )
-    counts = dict.fromkeys(tags, 0)
-    counts.update({row["TagName"]: int(row["n"]) for row in table.to_pylist()})
-    return counts
+def _days_params(tags: Iterable[str], days: Iterable[date]) -> dict[str, object]:
+    """The slice parameters spanning `days` (first to last; callers keep only `days`)."""
+    ordered = sorted(days)
+    return _slice_params(tags, day_bounds(ordered[0])[0], day_bounds(ordered[-1])[1])
 
 
 def count_mismatches(
@@ -70,6 +73,84 @@ def count_mismatches(
 
 
 @dataclass(frozen=True)
+class TagDay:
+    """One tag's rows on one UTC day, as a plain SELECT (no FINAL) sees them."""
+
+    tag: str
+    rows: int
+    load_id: int
+    """The oldest load among the rows: the partition's own, since it deleted every older one."""
+    repeated: int
+    """Rows whose (TagName, DateTime) equals the previous row's: extra copies of a key."""
+    good: int
+    values: int
+    """Rows with a Value (not NULL)."""
+    low: float | None
+    high: float | None
+    future: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the checks of one chunk's days need, read in one scan (`summarize`)."""
+
+    tags: list[str]
+    now: datetime
+    days: dict[date, list[TagDay]]
+    """Every day asked for; a day without rows has an empty list."""
+
+
+def summarize(
+    conn: WarehouseConnection, database: str, tags: list[str], days: list[date], now: datetime
+) -> Summary:
+    # Comparing each row's key with the previous row's streams over the sorted slice, where
+    # grouping by key would build a hash table of every key.
+    rows = conn.query(
+        "SELECT day, TagName, count() AS rows, min(LoadId) AS load_id, "
+        "countIf(previous = DateTime) AS repeated, countIf(Quality = {good:UInt8}) AS good, "
+        "count(Value) AS values, min(Value) AS low, max(Value) AS high, "
+        "sum(future) AS future FROM ("
+        f"SELECT {_DAY} AS day, TagName, DateTime, LoadId, Quality, Value, {_FUTURE} AS future, "
+        "lagInFrame(toNullable(DateTime)) OVER (PARTITION BY TagName ORDER BY DateTime "
+        "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS previous "
+        f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE}) GROUP BY day, TagName "
+        "ORDER BY day, TagName",
+        {**_days_params(tags, days), "now": _naive_utc(now), "good": GOOD_QUALITY},
+    ).to_pylist()
+    by_day: dict[date, list[TagDay]] = {day: [] for day in days}
+    for r in rows:
+        if r["day"] in by_day:
+            by_day[r["day"]].append(
+                TagDay(r["TagName"], int(r["rows"]), int(r["load_id"]), int(r["repeated"]),
+                       int(r["good"]), int(r["values"]), r["low"], r["high"], int(r["future"]))
+            )
+    return Summary(list(tags), now, by_day)
+
+
+def _offenders(
+    conn: WarehouseConnection,
+    database: str,
+    where: str,
+    params: Mapping[str, object],
+    group: str,
+    samples: int,
+) -> dict[object, list[dict[str, object]]]:
+    """The first `samples` rows matching `where` (by tag and time), per value of `group`."""
+    rows = conn.query(
+        f"SELECT grp, TagName, Stamp FROM (SELECT {group} AS grp, TagName, "
+        "toString(DateTime) AS Stamp, "
+        "row_number() OVER (PARTITION BY grp ORDER BY TagName, DateTime) AS nth "
+        f"FROM {database}.{HISTORY_TABLE} WHERE {where}) "
+        f"WHERE nth <= {max(1, int(samples))} ORDER BY grp, TagName, Stamp",
+        params,
+    ).to_pylist()
+    found: dict[object, list[dict[str, object]]] = {}
+    for row in rows:
+        found.setdefault(row["grp"], []).append({"tag": row["TagName"], "datetime": row["Stamp"]})
+    return {grp: listed[:samples] for grp, listed in found.items()}
+
+
+@dataclass(frozen=True)
 class Duplicates:
     keys: int
     """(TagName, DateTime) keys seen more than once."""
@@ -78,28 +159,28 @@ class Duplicates:
 
 
 def duplicate_keys(
-    conn: WarehouseConnection,
-    database: str,
-    tags: list[str],
-    start: datetime,
-    end: datetime,
-    samples: int = 10,
-) -> Duplicates:
-    """Keys that a plain SELECT (no FINAL) returns more than once in the slice."""
-    table = conn.query(
-        "SELECT TagName, toString(DateTime) AS DateTime, n FROM ("
-        f"SELECT TagName, DateTime, count() AS n FROM {database}.{HISTORY_TABLE} "
-        f"WHERE {_SLICE} GROUP BY TagName, DateTime HAVING n > 1) "
-        "ORDER BY n DESC, TagName, DateTime",
-        _slice_params(tags, start, end),
-    )
-    rows = table.to_pylist()
-    return Duplicates(
-        keys=len(rows),
-        extra_rows=sum(int(r["n"]) - 1 for r in rows),
-        samples=[{"tag": r["TagName"], "datetime": r["DateTime"], "copies": int(r["n"])}
-                 for r in rows[:samples]],
-    )
+    conn: WarehouseConnection, database: str, summary: Summary, samples: int = 10
+) -> dict[date, Duplicates]:
+    """Per day: keys that a plain SELECT (no FINAL) returns more than once."""
+    found = {}
+    for day, tag_days in summary.days.items():
+        if not any(t.repeated for t in tag_days):
+            found[day] = Duplicates(keys=0, extra_rows=0, samples=[])
+            continue
+        rows = conn.query(
+            "SELECT TagName, toString(DateTime) AS DateTime, n FROM ("
+            f"SELECT TagName, DateTime, count() AS n FROM {database}.{HISTORY_TABLE} "
+            f"WHERE {_SLICE} GROUP BY TagName, DateTime HAVING n > 1) "
+            "ORDER BY n DESC, TagName, DateTime",
+            _slice_params(summary.tags, *day_bounds(day)),
+        ).to_pylist()
+        found[day] = Duplicates(
+            keys=len(rows),
+            extra_rows=sum(int(r["n"]) - 1 for r in rows),
+            samples=[{"tag": r["TagName"], "datetime": r["DateTime"], "copies": int(r["n"])}
+                     for r in rows[:samples]],
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -113,49 +194,57 @@ class WindowReport:
 
 
 def window_report(
-    conn: WarehouseConnection,
-    database: str,
-    tags: list[str],
-    start: datetime,
-    end: datetime,
-    now: datetime,
-    samples: int = 10,
-) -> WindowReport:
-    """Rows that the partition's load wrote outside [start, end), and rows of the slice dated
-    after `now` or after the moment they were loaded (a load id is the load's start time in ns).
-    """
-    params = {**_slice_params(tags, start, end), "now": _naive_utc(now)}
-    first = conn.query(
-        f"SELECT min(LoadId) AS load_id, count() AS n FROM {database}.{HISTORY_TABLE} "
-        f"WHERE {_SLICE}",
-        params,
-    ).to_pylist()[0]
-    if not int(first["n"]):
-        return WindowReport(None, 0, 0, 0, [])
-    load_id = int(first["load_id"])
-    outside = conn.query(
-        "SELECT TagName, toString(DateTime) AS Stamp, "
-        "DateTime < {start:DateTime64(3, 'UTC')} OR DateTime >= {end:DateTime64(3, 'UTC')} "
-        "AS outside, "
-        "DateTime > {now:DateTime64(3, 'UTC')} "
-        "OR toUnixTimestamp64Milli(DateTime) > intDiv(LoadId, 1000000) AS future "
-        f"FROM {database}.{HISTORY_TABLE} WHERE TagName IN {{tags:Array(String)}} AND ("
-        "(LoadId = {load_id:UInt64} AND (DateTime < {start:DateTime64(3, 'UTC')} "
-        "OR DateTime >= {end:DateTime64(3, 'UTC')})) "
-        f"OR ({_SLICE} AND (DateTime > {{now:DateTime64(3, 'UTC')}} "
-        "OR toUnixTimestamp64Milli(DateTime) > intDiv(LoadId, 1000000)))) "
-        "ORDER BY TagName, DateTime",
-        {**params, "load_id": load_id},
-    ).to_pylist()
-    return WindowReport(
-        load_id=load_id,
-        load_rows=int(first["n"]),
-        outside_window=sum(1 for r in outside if r["outside"]),
-        in_future=sum(1 for r in outside if r["future"]),
-        samples=[{"tag": r["TagName"], "datetime": r["Stamp"],
-                  "problem": "outside window" if r["outside"] else "in the future"}
-                 for r in outside[:samples]],
-    )
+    conn: WarehouseConnection, database: str, summary: Summary, samples: int = 10
+) -> dict[date, WindowReport]:
+    """Per day: rows that the day's load wrote outside the day, and rows of the day dated
+    in the future (after `summary.now`, or after the moment they were loaded)."""
+    loads = {
+        day: (min(t.load_id for t in tag_days), sum(t.rows for t in tag_days))
+        for day, tag_days in summary.days.items()
+        if tag_days
+    }
+    outside: dict[object, int] = {}
+    outside_rows: dict[object, list[dict[str, object]]] = {}
+    params = _days_params(summary.tags, summary.days)
+    if loads:
+        ids, load_days = zip(*((load_id, day) for day, (load_id, _) in loads.items()))
+        # The loads' rows anywhere in their tags' history: the LoadId skip index reads only
+        # the granules that hold them, however long the history is.
+        where = (
+            "TagName IN {tags:Array(String)} AND LoadId IN {ids:Array(UInt64)} AND "
+            f"{_DAY} != transform(LoadId, {{ids:Array(UInt64)}}, {{days:Array(Date)}}, toDate(0))"
+        )
+        args = {**params, "ids": list(ids), "days": list(load_days)}
+        outside = {
+            r["LoadId"]: int(r["n"])
+            for r in conn.query(
+                f"SELECT LoadId, count() AS n FROM {database}.{HISTORY_TABLE} WHERE {where} "
+                "GROUP BY LoadId",
+                args,
+            ).to_pylist()
+        }
+        if outside:
+            outside_rows = _offenders(conn, database, where, args, "LoadId", samples)
+    future_rows: dict[object, list[dict[str, object]]] = {}
+    if any(t.future for tag_days in summary.days.values() for t in tag_days):
+        future_rows = _offenders(
+            conn, database, f"{_SLICE} AND {_FUTURE}",
+            {**params, "now": _naive_utc(summary.now)}, _DAY, samples,
+        )  # fmt: skip
+    reports = {}
+    for day, tag_days in summary.days.items():
+        if day not in loads:
+            reports[day] = WindowReport(None, 0, 0, 0, [])
+            continue
+        load_id, rows = loads[day]
+        listed = [{**r, "problem": "outside window"} for r in outside_rows.get(load_id, [])] + [
+            {**r, "problem": "in the future"} for r in future_rows.get(day, [])
+        ]
+        reports[day] = WindowReport(
+            load_id, rows, outside.get(load_id, 0), sum(t.future for t in tag_days),
+            listed[:samples],
+        )  # fmt: skip
+    return reports
 
 
 @dataclass(frozen=True)
@@ -169,29 +258,18 @@ class QualityReport:
         return self.good / self.points if self.points else None
 
 
-def quality_report(
-    conn: WarehouseConnection,
-    database: str,
-    tags: list[str],
-    start: datetime,
-    end: datetime,
-    worst: int = 10,
-) -> QualityReport:
-    """Good-quality points (`Quality = 0`) in the slice, and the tags with the lowest share."""
-    table = conn.query(
-        "SELECT TagName, count() AS points, countIf(Quality = {good:UInt8}) AS good "
-        f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} GROUP BY TagName "
-        "ORDER BY good / points, TagName",
-        {**_slice_params(tags, start, end), "good": GOOD_QUALITY},
-    )
-    rows = table.to_pylist()
-    return QualityReport(
-        points=sum(int(r["points"]) for r in rows),
-        good=sum(int(r["good"]) for r in rows),
-        worst=[{"tag": r["TagName"], "points": int(r["points"]),
-                "good_ratio": round(int(r["good"]) / int(r["points"]), 4)}
-               for r in rows[:worst] if r["good"] < r["points"]],
-    )
+def quality_report(summary: Summary, worst: int = 10) -> dict[date, QualityReport]:
+    """Per day: good-quality points (`Quality = 0`), and the tags with the lowest share."""
+    reports = {}
+    for day, tag_days in summary.days.items():
+        ranked = sorted(tag_days, key=lambda t: (t.good / t.rows, t.tag))
+        reports[day] = QualityReport(
+            points=sum(t.rows for t in tag_days),
+            good=sum(t.good for t in tag_days),
+            worst=[{"tag": t.tag, "points": t.rows, "good_ratio": round(t.good / t.rows, 4)}
+                   for t in ranked if t.good < t.rows][:worst],
+        )
+    return reports
 
 
 @dataclass(frozen=True)
@@ -202,36 +280,48 @@ class RangeReport:
 
 
 def eu_range_report(
-    conn: WarehouseConnection,
-    database: str,
-    tags: list[str],
-    start: datetime,
-    end: datetime,
-    offenders: int = 10,
-) -> RangeReport:
-    """Analog values against [MinEU, MaxEU] of the tag catalog (from `AnalogTag`)."""
-    table = conn.query(
-        "SELECT h.TagName AS TagName, count() AS checked, "
-        "countIf(h.Value < c.MinEU OR h.Value > c.MaxEU) AS outside, "
-        "min(h.Value) AS low, max(h.Value) AS high, any(c.MinEU) AS min_eu, "
-        "any(c.MaxEU) AS max_eu "
-        f"FROM {database}.{HISTORY_TABLE} AS h "
-        f"INNER JOIN (SELECT TagName, MinEU, MaxEU FROM {database}.{TAGS_TABLE} FINAL "
-        "WHERE TagType = 1 AND MinEU IS NOT NULL AND MaxEU IS NOT NULL) AS c "
-        "ON h.TagName = c.TagName "
-        "WHERE h.TagName IN {tags:Array(String)} AND h.DateTime >= {start:DateTime64(3, 'UTC')} "
-        "AND h.DateTime < {end:DateTime64(3, 'UTC')} AND h.Value IS NOT NULL "
-        "GROUP BY h.TagName ORDER BY outside DESC, h.TagName",
-        _slice_params(tags, start, end),
-    )
-    rows = table.to_pylist()
-    return RangeReport(
-        checked=sum(int(r["checked"]) for r in rows),
-        outside=sum(int(r["outside"]) for r in rows),
-        offenders=[{"tag": r["TagName"], "outside": int(r["outside"]), "min": r["low"],
-                    "max": r["high"], "min_eu": r["min_eu"], "max_eu": r["max_eu"]}
-                   for r in rows[:offenders] if r["outside"]],
-    )
+    conn: WarehouseConnection, database: str, summary: Summary, offenders: int = 10
+) -> dict[date, RangeReport]:
+    """Per day: analog values against [MinEU, MaxEU] of the tag catalog (from `AnalogTag`).
+    Values are counted one by one only for the tags whose day's minimum or maximum is out."""
+    ranges = {
+        r["TagName"]: (r["MinEU"], r["MaxEU"])
+        for r in conn.query(
+            f"SELECT TagName, MinEU, MaxEU FROM {database}.{TAGS_TABLE} FINAL "
+            "WHERE TagName IN {tags:Array(String)} AND TagType = 1 "
+            "AND MinEU IS NOT NULL AND MaxEU IS NOT NULL",
+            {"tags": summary.tags},
+        ).to_pylist()
+    }
+    reports = {}
+    for day, tag_days in summary.days.items():
+        checked = [t for t in tag_days if t.tag in ranges and t.values]
+        out_of_range = [
+            t for t in checked if t.low < ranges[t.tag][0] or t.high > ranges[t.tag][1]  # type: ignore[operator]
+        ]
+        outside = {}
+        if out_of_range:
+            names = [t.tag for t in out_of_range]
+            outside = {
+                r["TagName"]: int(r["n"])
+                for r in conn.query(
+                    f"SELECT TagName, countIf(Value < transform(TagName, {{names:Array(String)}}, "
+                    "{lows:Array(Float64)}, 0.) OR Value > transform(TagName, "
+                    "{names:Array(String)}, {highs:Array(Float64)}, 0.)) AS n "
+                    f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} GROUP BY TagName",
+                    {**_slice_params(names, *day_bounds(day)), "names": names,
+                     "lows": [ranges[n][0] for n in names], "highs": [ranges[n][1] for n in names]},
+                ).to_pylist()
+            }
+        ranked = sorted(out_of_range, key=lambda t: (-outside.get(t.tag, 0), t.tag))
+        reports[day] = RangeReport(
+            checked=sum(t.values for t in checked),
+            outside=sum(outside.values()),
+            offenders=[{"tag": t.tag, "outside": outside.get(t.tag, 0), "min": t.low,
+                        "max": t.high, "min_eu": ranges[t.tag][0], "max_eu": ranges[t.tag][1]}
+                       for t in ranked if outside.get(t.tag, 0)][:offenders],
+        )
+    return reports
 
 
 def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> datetime | None:

@@ -9,7 +9,7 @@ materialization so that the UI shows it as the partition's current status.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import dagster as dg
 
@@ -23,12 +23,13 @@ from ww_assets.config import Settings
 from ww_assets.history_store import chunk_tags, ensure_schema
 from ww_assets.quality_sql import (
     count_mismatches,
-    counts_by_tag,
+    counts_by_day_and_tag,
     day_bounds,
     duplicate_keys,
     eu_range_report,
     newest_point,
     quality_report,
+    summarize,
     window_report,
 )
 from ww_assets.wonderware.assets import HISTORY_KEY
@@ -56,49 +57,63 @@ def history_check_keys(names: Sequence[str] = HISTORY_CHECKS) -> list[dg.AssetCh
 
 
 @dataclass
-class _Partition:
-    key: str
+class _Chunk:
+    """The partitions of one tag chunk that a check run covers."""
+
     chunk: str
-    start: datetime
-    end: datetime
-    tags: list[str] = field(default_factory=list)
+    tags: list[str]
+    days: dict[date, str] = field(default_factory=dict)
+    """Partition key of each day."""
 
 
-def _partitions(keys: Sequence[str], warehouse: WarehouseResource) -> list[_Partition]:
+def _chunks(keys: Sequence[str], warehouse: WarehouseResource) -> list[_Chunk]:
     store = warehouse.warehouse()
-    tags_by_chunk: dict[str, list[str]] = {}
-    partitions = []
+    chunks: dict[str, _Chunk] = {}
     with store.connect() as conn:
         ensure_schema(conn, store.database)
         for key in sorted(keys):
             chunk, day = split_key(key)
-            if chunk not in tags_by_chunk:
-                tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
-            start, end = day_bounds(day)
-            partitions.append(_Partition(key, chunk, start, end, tags_by_chunk[chunk]))
-    return partitions
+            if chunk not in chunks:
+                chunks[chunk] = _Chunk(chunk, chunk_tags(conn, store.database, chunk))
+            chunks[chunk].days[day] = key
+    return list(chunks.values())
+
+
+def _latest_materializations(
+    context: dg.AssetCheckExecutionContext, keys: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialization: what its check results point at."""
+    latest: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    # Newest first: after a range run its own materializations are the newest ones, so one
+    # query usually answers every key; a key it leaves out is looked up alone.
+    newest = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=list(keys)),
+        limit=len(keys),
+    ).records
+    for key in keys:
+        records = [r for r in newest if r.partition_key == key][:1] or (
+            context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[key]), limit=1
+            ).records
+        )
+        if records:
+            latest[key] = AssetCheckEvaluationTargetMaterializationData(
+                storage_id=records[0].storage_id,
+                run_id=records[0].event_log_entry.run_id,
+                timestamp=records[0].timestamp,
+            )
+    return latest
 
 
 def _evaluation(
-    context: dg.AssetCheckExecutionContext,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
     name: str,
     partition: str,
     passed: bool,
     metadata: dict[str, object],
     description: str,
 ) -> dg.AssetCheckEvaluation:
-    latest = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[partition]), limit=1
-    ).records
-    target = (
-        AssetCheckEvaluationTargetMaterializationData(
-            storage_id=latest[0].storage_id,
-            run_id=latest[0].event_log_entry.run_id,
-            timestamp=latest[0].timestamp,
-        )
-        if latest
-        else None
-    )
+    """One check's result on one partition, pointing at the materialization it verified."""
     blocking = name in BLOCKING_CHECKS
     return dg.AssetCheckEvaluation(
         asset_key=HISTORY_KEY,
@@ -179,28 +194,33 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
         client = historian.client()
         store = warehouse.warehouse()
-        for part in _partitions(context.partition_keys, warehouse):
-            expected = client.count_points(part.tags, part.start, part.end) if part.tags else {}
+        for group in _chunks(context.partition_keys, warehouse):
+            days = sorted(group.days)
             with store.connect() as conn:
-                actual = counts_by_tag(conn, store.database, part.tags, part.start, part.end)
-            want, have = sum(expected.values()), sum(actual.values())
-            mismatches = count_mismatches(expected, actual)
-            context.log.info(f"{part.key}: historian {want}, clickhouse {have}")
-            yield _evaluation(
-                context,
-                ROWCOUNT,
-                part.key,
-                passed=want == have and not mismatches,
-                metadata={
-                    "expected_rows_historian": want,
-                    "actual_rows_clickhouse": have,
-                    "difference": have - want,
-                    "tags": len(part.tags),
-                    "tags_differing": len(mismatches),
-                    "differing_tags": dg.MetadataValue.json(mismatches[:20]),
-                },
-                description=f"historian {want} rows, ClickHouse {have} rows",
-            )
+                stored = counts_by_day_and_tag(conn, store.database, group.tags, days[0], days[-1])
+            targets = _latest_materializations(context, list(group.days.values()))
+            for day in days:
+                key = group.days[day]
+                expected = client.count_points(group.tags, *day_bounds(day)) if group.tags else {}
+                actual = {tag: stored.get((day, tag), 0) for tag in group.tags}
+                want, have = sum(expected.values()), sum(actual.values())
+                mismatches = count_mismatches(expected, actual)
+                context.log.info(f"{key}: historian {want}, clickhouse {have}")
+                yield _evaluation(
+                    targets.get(key),
+                    ROWCOUNT,
+                    key,
+                    passed=want == have and not mismatches,
+                    metadata={
+                        "expected_rows_historian": want,
+                        "actual_rows_clickhouse": have,
+                        "difference": have - want,
+                        "tags": len(group.tags),
+                        "tags_differing": len(mismatches),
+                        "differing_tags": dg.MetadataValue.json(mismatches[:20]),
+                    },
+                    description=f"historian {want} rows, ClickHouse {have} rows",
+                )
         yield from _outputs(source_specs, {k.name for k in context.selected_asset_check_keys})
 
     @dg.multi_asset_check(
@@ -214,71 +234,80 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         selected = {k.name for k in context.selected_asset_check_keys}
         store = warehouse.warehouse()
         now = datetime.now(timezone.utc)
-        for part in _partitions(context.partition_keys, warehouse):
+        for group in _chunks(context.partition_keys, warehouse):
+            days = sorted(group.days)
             with store.connect() as conn:
-                db, args = store.database, (part.tags, part.start, part.end)
-                dups = duplicate_keys(conn, db, *args) if NO_DUPLICATES in selected else None
-                window = window_report(conn, db, *args, now) if IN_WINDOW in selected else None
-                quality = quality_report(conn, db, *args) if QUALITY in selected else None
-                eu = eu_range_report(conn, db, *args) if EU_RANGE in selected else None
-            if dups is not None:
-                yield _evaluation(
-                    context, NO_DUPLICATES, part.key, passed=dups.keys == 0,
-                    metadata={
-                        "expected_duplicate_keys": 0,
-                        "actual_duplicate_keys": dups.keys,
-                        "extra_rows": dups.extra_rows,
-                        "samples": dg.MetadataValue.json(dups.samples),
-                    },
-                    description=f"{dups.keys} duplicated (TagName, DateTime) keys",
-                )
-            if window is not None:
-                bad = window.outside_window + window.in_future
-                yield _evaluation(
-                    context, IN_WINDOW, part.key, passed=bad == 0,
-                    metadata={
-                        "window_start": part.start.isoformat(),
-                        "window_end": part.end.isoformat(),
-                        "expected_rows_outside": 0,
-                        "actual_rows_outside_window": window.outside_window,
-                        "actual_rows_in_future": window.in_future,
-                        "load_id": str(window.load_id or ""),
-                        "samples": dg.MetadataValue.json(window.samples),
-                    },
-                    description=(
-                        f"{window.outside_window} rows outside the window, "
-                        f"{window.in_future} in the future"
-                    ),
-                )
-            if quality is not None:
-                ratio = quality.ratio
-                yield _evaluation(
-                    context, QUALITY, part.key, passed=ratio is None or ratio >= min_ratio,
-                    metadata={
-                        "expected_min_good_ratio": min_ratio,
-                        "actual_good_ratio": dg.MetadataValue.float(
-                            round(ratio, 4) if ratio is not None else 1.0
+                # One scan for all of the chunk's days in this run; more only where one fails.
+                summary = summarize(conn, store.database, group.tags, days, now)
+                db = store.database
+                all_dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
+                all_windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
+                all_quality = quality_report(summary) if QUALITY in selected else {}
+                all_eu = eu_range_report(conn, db, summary) if EU_RANGE in selected else {}
+            targets = _latest_materializations(context, list(group.days.values()))
+            for day in days:
+                key, (start, end) = group.days[day], day_bounds(day)
+                target = targets.get(key)
+                dups, window = all_dups.get(day), all_windows.get(day)
+                quality, eu = all_quality.get(day), all_eu.get(day)
+                if dups is not None:
+                    yield _evaluation(
+                        target, NO_DUPLICATES, key, passed=dups.keys == 0,
+                        metadata={
+                            "expected_duplicate_keys": 0,
+                            "actual_duplicate_keys": dups.keys,
+                            "extra_rows": dups.extra_rows,
+                            "samples": dg.MetadataValue.json(dups.samples),
+                        },
+                        description=f"{dups.keys} duplicated (TagName, DateTime) keys",
+                    )
+                if window is not None:
+                    bad = window.outside_window + window.in_future
+                    yield _evaluation(
+                        target, IN_WINDOW, key, passed=bad == 0,
+                        metadata={
+                            "window_start": start.isoformat(),
+                            "window_end": end.isoformat(),
+                            "expected_rows_outside": 0,
+                            "actual_rows_outside_window": window.outside_window,
+                            "actual_rows_in_future": window.in_future,
+                            "load_id": str(window.load_id or ""),
+                            "samples": dg.MetadataValue.json(window.samples),
+                        },
+                        description=(
+                            f"{window.outside_window} rows outside the window, "
+                            f"{window.in_future} in the future"
                         ),
-                        "points": quality.points,
-                        "good_points": quality.good,
-                        "worst_tags": dg.MetadataValue.json(quality.worst),
-                    },
-                    description=(
-                        "no points" if ratio is None
-                        else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
-                    ),
-                )
-            if eu is not None:
-                yield _evaluation(
-                    context, EU_RANGE, part.key, passed=eu.outside == 0,
-                    metadata={
-                        "expected_values_outside": 0,
-                        "actual_values_outside": eu.outside,
-                        "values_checked": eu.checked,
-                        "offenders": dg.MetadataValue.json(eu.offenders),
-                    },
-                    description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
-                )
+                    )
+                if quality is not None:
+                    ratio = quality.ratio
+                    yield _evaluation(
+                        target, QUALITY, key, passed=ratio is None or ratio >= min_ratio,
+                        metadata={
+                            "expected_min_good_ratio": min_ratio,
+                            "actual_good_ratio": dg.MetadataValue.float(
+                                round(ratio, 4) if ratio is not None else 1.0
+                            ),
+                            "points": quality.points,
+                            "good_points": quality.good,
+                            "worst_tags": dg.MetadataValue.json(quality.worst),
+                        },
+                        description=(
+                            "no points" if ratio is None
+                            else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
+                        ),
+                    )
+                if eu is not None:
+                    yield _evaluation(
+                        target, EU_RANGE, key, passed=eu.outside == 0,
+                        metadata={
+                            "expected_values_outside": 0,
+                            "actual_values_outside": eu.outside,
+                            "values_checked": eu.checked,
+                            "offenders": dg.MetadataValue.json(eu.offenders),
+                        },
+                        description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
+                    )
         yield from _outputs(content_specs, selected)
 
     return [history_source_count_checks, history_content_checks]
