@@ -297,7 +297,8 @@ def eu_range_report(
     for day, tag_days in summary.days.items():
         checked = [t for t in tag_days if t.tag in ranges and t.values]
         out_of_range = [
-            t for t in checked if t.low < ranges[t.tag][0] or t.high > ranges[t.tag][1]  # type: ignore[operator]
+            t for t in checked
+            if t.low < ranges[t.tag][0] or t.high > ranges[t.tag][1]  # type: ignore[operator]
         ]
         outside = {}
         if out_of_range:

@@ -549,7 +549,8 @@ def _mixed_points() -> list[tuple]:
             moment = day + timedelta(minutes=i, milliseconds=i % 1000)
             points.append(_point("Analog.A", moment, round(i * 0.37, 3)))
             bad = i % 5 == 0
-            points.append(_point("Analog.B", moment, None if bad else 1.0, BAD if bad else (16, 64, 64)))
+            doubtful = (16, 64, 64)
+            points.append(_point("Analog.B", moment, None if bad else 1.0, BAD if bad else doubtful))
             points.append(_point("Discrete.D", moment, float((i // 34) % 2)))
             points.append(_point("String.S", moment, f"batch-{i // 100}"))
             points.append(_point("Operator's.Note", moment, "it's; -- fine"))

@@ -62,7 +62,8 @@ def test_each_day_of_one_scan_reports_only_its_own_problems(tmp_path: Path) -> N
             "AND DateTime = {t:DateTime64(3, 'UTC')}", {"t": t2},
         )  # fmt: skip
         conn.insert(f"wonderware.{HISTORY_TABLE}", copy)
-        stray = copy.set_column(0, "DateTime", pa.array([t1 + timedelta(days=40)], copy["DateTime"].type))
+        later = pa.array([t1 + timedelta(days=40)], copy["DateTime"].type)
+        stray = copy.set_column(0, "DateTime", later)
         stray = stray.set_column(33, "LoadId", pa.array([d1_load], pa.uint64()))
         conn.insert(f"wonderware.{HISTORY_TABLE}", stray)
 

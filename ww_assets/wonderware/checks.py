@@ -306,7 +306,9 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
                             "values_checked": eu.checked,
                             "offenders": dg.MetadataValue.json(eu.offenders),
                         },
-                        description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
+                        description=(
+                            f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]"
+                        ),
                     )
         yield from _outputs(content_specs, selected)
 
