@@ -259,7 +259,9 @@ class GuardedHistorian:
     def read_history(
         self, tags: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[pa.RecordBatch]:
-        batches = self.breaker.call(lambda: iter(self.client.read_history(tags, start, end)))
+        # Both clients' read_history are generators: the historian is first contacted by the
+        # first next(), so that (and every later one) is what the breaker guards.
+        batches = iter(self.client.read_history(tags, start, end))
         while True:
             batch = self.breaker.call(lambda: next(batches, None))
             if batch is None:

@@ -8,7 +8,7 @@ semantics. No Dagster import: tested directly and reused by the CLI.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from ww_assets.schema import HISTORY_COLUMNS
 
@@ -81,8 +81,8 @@ def window_query(
     """
     return HistoryQuery(
         tags=tags,
-        start=_naive_utc(start_utc) - ONE_TICK,
-        end=_naive_utc(end_utc),
+        start=naive_utc(start_utc) - ONE_TICK,
+        end=naive_utc(end_utc),
         start_inclusive=False,
         end_inclusive=False,
         retrieval_mode=retrieval_mode,
@@ -90,10 +90,18 @@ def window_query(
     )
 
 
-def _naive_utc(moment: datetime) -> datetime:
+def naive_utc(moment: datetime) -> datetime:
+    """`moment` (aware, or naive meaning UTC) as a naive UTC datetime: what pymssql sends, the
+    emulator stores and the `{x:DateTime64(3, 'UTC')}` parameters take as text."""
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    """[day, day + 1) in UTC: a history partition's window."""
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
 
 
 def format_datetime(moment: datetime) -> str:

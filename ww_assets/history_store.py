@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ww_assets.history_query import naive_utc
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS, LOAD_ID_COLUMN
 from ww_assets.warehouse import Warehouse, WarehouseConnection
 
@@ -112,7 +113,7 @@ def tag_watermarks(
     table = conn.query(
         f"SELECT TagName, max(DateTime) AS newest FROM {database}.{HISTORY_TABLE} "
         "WHERE DateTime >= {since:DateTime64(3, 'UTC')} GROUP BY TagName",
-        {"since": _utc(since)},
+        {"since": naive_utc(since)},
     )
     return {row["TagName"]: row["newest"] for row in table.to_pylist()}
 
@@ -159,7 +160,7 @@ def replace_slice(
         "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
         f"AND DateTime < {{end:DateTime64(3, 'UTC')}} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     )
-    params = {"tags": list(tags), "start": _utc(start), "end": _utc(end), "load_id": load_id}
+    params = {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
     with warehouse.connect() as conn:
         for group in itertools.chain([first] if first is not None else [], groups):
             data = group.append_column(
@@ -189,8 +190,8 @@ def _clip(
     end: datetime,
     stats: SliceStats,
 ) -> Iterator[pa.Table]:
-    lo = pa.scalar(_utc(start).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
-    hi = pa.scalar(_utc(end).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
+    lo = pa.scalar(naive_utc(start).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
+    hi = pa.scalar(naive_utc(end).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
     wanted = pa.array(tags, pa.string())
     for batch in batches:
         table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
@@ -227,11 +228,6 @@ def _account(stats: SliceStats, group: pa.Table) -> None:
     stats.tags_with_rows.update(pc.unique(group["TagName"]).to_pylist())
 
 
-def _utc(moment: datetime) -> datetime:
-    """Naive UTC (what the `{x:DateTime64(3, 'UTC')}` parameters expect as text)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment
 
 
 # ---------------------------------------------------------------- reading back
@@ -243,7 +239,7 @@ def slice_row_count(
     table = conn.query(
         f"SELECT count() AS n FROM {database}.{HISTORY_TABLE} WHERE TagName IN {{tags:Array(String)}} "
         "AND DateTime >= {start:DateTime64(3, 'UTC')} AND DateTime < {end:DateTime64(3, 'UTC')}",
-        {"tags": list(tags), "start": _utc(start), "end": _utc(end)},
+        {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)},
     )
     return int(table.column("n")[0].as_py())
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
+from ww_assets.history_query import day_bounds, naive_utc
 from ww_assets.history_store import HISTORY_TABLE, TAGS_TABLE
 from ww_assets.warehouse import Warehouse, WarehouseConnection
 
@@ -24,20 +25,10 @@ _SLICE = (
 )
 
 
-def _naive_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-    return moment
 
 
 def _slice_params(tags: Iterable[str], start: datetime, end: datetime) -> dict[str, object]:
-    return {"tags": list(tags), "start": _naive_utc(start), "end": _naive_utc(end)}
-
-
-def day_bounds(day: date) -> tuple[datetime, datetime]:
-    """[day, day + 1) in UTC."""
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)
+    return {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)}
 
 
 # ---------------------------------------------------------------- per-partition checks
@@ -115,7 +106,7 @@ def summarize(
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS previous "
         f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE}) GROUP BY day, TagName "
         "ORDER BY day, TagName",
-        {**_days_params(tags, days), "now": _naive_utc(now), "good": GOOD_QUALITY},
+        {**_days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY},
     ).to_pylist()
     by_day: dict[date, list[TagDay]] = {day: [] for day in days}
     for r in rows:
@@ -229,7 +220,7 @@ def window_report(
     if any(t.future for tag_days in summary.days.values() for t in tag_days):
         future_rows = _offenders(
             conn, database, f"{_SLICE} AND {_FUTURE}",
-            {**params, "now": _naive_utc(summary.now)}, _DAY, samples,
+            {**params, "now": naive_utc(summary.now)}, _DAY, samples,
         )  # fmt: skip
     reports = {}
     for day, tag_days in summary.days.items():
@@ -330,7 +321,7 @@ def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> dat
     table = conn.query(
         "SELECT max(DateTime) AS newest, count() AS n "
         f"FROM {database}.{HISTORY_TABLE} WHERE DateTime <= {{now:DateTime64(3, 'UTC')}}",
-        {"now": _naive_utc(now)},
+        {"now": naive_utc(now)},
     ).to_pylist()[0]
     if not int(table["n"]):
         return None
@@ -401,7 +392,7 @@ def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
     load_id = time.time_ns()
     start, end = day_bounds(day)
     table = f"{warehouse.database}.{ROLLUP_TABLE}"
-    params = {"start": _naive_utc(start), "end": _naive_utc(end), "load_id": load_id}
+    params = {"start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
     with warehouse.connect() as conn:
         ensure_rollup_schema(conn, warehouse.database)
         conn.command(

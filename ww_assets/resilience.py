@@ -14,7 +14,6 @@ import fcntl
 import json
 import random
 import re
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,13 +95,12 @@ def classify(error: BaseException) -> Fault:
 
 
 def _classify_one(error: BaseException) -> Fault | None:
-    from ww_assets.config import ConfigError
-
     if isinstance(error, CircuitOpenError):
         return Fault.TRANSIENT
-    if isinstance(error, (ConfigError, ValueError, TypeError, KeyError)):
+    # ValueError includes config.ConfigError: a bad setting is never retried.
+    if isinstance(error, (ValueError, TypeError, KeyError)):
         return Fault.PERMANENT
-    if isinstance(error, (socket.timeout, TimeoutError, ConnectionError)):
+    if isinstance(error, (TimeoutError, ConnectionError)):
         return Fault.TRANSIENT
     module = type(error).__module__ or ""
     if module.startswith(("pymssql", "_mssql")):
@@ -257,12 +255,14 @@ class CircuitBreaker:
 
     @contextmanager
     def _locked(self) -> Iterator[dict]:
-        """The state, read and written back under an exclusive file lock."""
+        """The state, read and (if changed) written back under an exclusive file lock."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             data = self._load()
+            unchanged = dict(data)
             yield data
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(self.path)
+            if data != unchanged:
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(data))
+                tmp.replace(self.path)

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 from ww_assets.emulator import store
+from ww_assets.history_query import day_bounds, naive_utc
 from ww_assets.history_store import HISTORY_TABLE
 from ww_assets.warehouse import Warehouse
 
@@ -83,19 +84,15 @@ def build_trap_plant(path: Path) -> None:
         conn.close()
 
 
-def _day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
 def stored_points(path: Path, tags: list[str], first: date, last: date) -> list[tuple]:
     """The emulator's stored points of `tags` on the days first..last, straight from SQLite."""
-    return stored_points_between(path, tags, _day_start(first), _day_start(last) + timedelta(days=1))
+    return stored_points_between(path, tags, day_bounds(first)[0], day_bounds(last)[1])
 
 
 def warehouse_points(warehouse: Warehouse, tags: list[str], first: date, last: date) -> list[tuple]:
     """The same columns from ClickHouse for the days first..last."""
     return warehouse_points_between(
-        warehouse, tags, _day_start(first), _day_start(last) + timedelta(days=1)
+        warehouse, tags, day_bounds(first)[0], day_bounds(last)[1]
     )
 
 
@@ -126,7 +123,7 @@ def warehouse_points_between(
             f"FROM {warehouse.database}.{HISTORY_TABLE} "
             "WHERE TagName IN {tags:Array(String)} AND DateTime >= {a:DateTime64(3, 'UTC')} "
             "AND DateTime < {b:DateTime64(3, 'UTC')} ORDER BY TagName, Stamp",
-            {"tags": tags, "a": store.to_naive_utc(since), "b": store.to_naive_utc(until)},
+            {"tags": tags, "a": naive_utc(since), "b": naive_utc(until)},
         )
     return [
         (r["TagName"], r["Stamp"], r["Value"], r["VValue"], r["Quality"],

@@ -10,7 +10,7 @@ import pytest
 from ww_assets.emulator import store
 from ww_assets.emulator.history import HistorianEmulator
 from ww_assets.emulator.store import TagDef
-from ww_assets.history_query import HistoryQuery, window_query
+from ww_assets.history_query import HistoryQuery, naive_utc, window_query
 from ww_assets.schema import COLUMN_NAMES
 
 UTC = timezone.utc
@@ -456,7 +456,7 @@ def test_window_query_returns_exactly_the_stored_points_of_the_window(tmp_path: 
 
     def stored(start: datetime, end: datetime) -> list[tuple]:
         return sorted(
-            (tag, store.to_naive_utc(moment), value)
+            (tag, naive_utc(moment), value)
             for tag, moment, value, *_ in points
             if start <= moment < end
         )

@@ -10,8 +10,8 @@ import pyarrow as pa
 from ww_assets.catalog import refresh_catalog
 from ww_assets.historian import TagInfo, rows_to_batch
 from ww_assets.history_store import HISTORY_TABLE, ensure_schema, replace_slice
+from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
-    day_bounds,
     duplicate_keys,
     eu_range_report,
     quality_report,

@@ -177,3 +177,24 @@ def test_breaker_ignores_permanent_failures(tmp_path: Path) -> None:
     with pytest.raises(pymssql.OperationalError):
         breaker.call(lambda: (_ for _ in ()).throw(pymssql.OperationalError((18456, b"Login"))))
     assert breaker.state() == "closed"
+
+
+def test_breaker_counts_history_reads_against_a_closed_port(tmp_path: Path) -> None:
+    """read_history is a generator: the breaker must guard its first fetch (where pymssql
+    connects), not the creation of the generator, or a dead server never opens it."""
+    from datetime import datetime
+
+    from ww_assets.historian import GuardedHistorian, SqlServerHistorian
+
+    client = SqlServerHistorian("127.0.0.1", free_port(), "Runtime", "u", "p", (1,),
+                                login_timeout_s=1, query_timeout_s=1)
+    breaker = CircuitBreaker(tmp_path / "b.json", "historian X", threshold=3, reset_s=60)
+    guarded = GuardedHistorian(client, breaker)
+    window = (datetime(2025, 6, 1), datetime(2025, 6, 2))
+    for _ in range(3):
+        with pytest.raises(Exception) as raised:
+            list(guarded.read_history(["Tank.Level"], *window))
+        assert classify(raised.value) is Fault.TRANSIENT
+    assert breaker.state() == "open"
+    with pytest.raises(CircuitOpenError, match="open after 3"):
+        list(guarded.read_history(["Tank.Level"], *window))

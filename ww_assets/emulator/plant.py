@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ww_assets.emulator import store
 from ww_assets.emulator.store import TagDef
-from ww_assets.history_query import TAG_TYPES
+from ww_assets.history_query import TAG_TYPES, naive_utc
 
 ANALOG, DISCRETE, STRING = TAG_TYPES["analog"], TAG_TYPES["discrete"], TAG_TYPES["string"]
 
@@ -438,7 +438,7 @@ def _rng(seed: int, name: str, *salt: object) -> random.Random:
 
 
 def _ms(moment: datetime) -> int:
-    naive = store.to_naive_utc(moment)
+    naive = naive_utc(moment)
     delta = naive - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

@@ -176,8 +176,3 @@ def parse_utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
-def to_naive_utc(moment: datetime) -> datetime:
-    """`moment` (aware, or naive meaning UTC) as a naive UTC datetime."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(timezone.utc).replace(tzinfo=None)

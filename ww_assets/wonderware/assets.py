@@ -11,11 +11,11 @@ import dagster as dg
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
+from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, chunk_tags, ensure_schema, replace_slice
 from ww_assets.warehouse import Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
-    day_window,
     history_partitions,
     split_key,
 )
@@ -130,7 +130,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                     "materialize wonderware/tags first",
                     allow_retries=False,
                 )
-            start, end = day_window(day)
+            start, end = day_bounds(day)
             stats = with_retries(
                 context,
                 f"partition {key}",

@@ -21,10 +21,10 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from ww_assets.config import Settings
 from ww_assets.history_store import chunk_tags, ensure_schema
+from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
     count_mismatches,
     counts_by_day_and_tag,
-    day_bounds,
     duplicate_keys,
     eu_range_report,
     newest_point,

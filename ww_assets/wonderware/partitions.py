@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
 import dagster as dg
 
 TAG_CHUNKS = dg.DynamicPartitionsDefinition(name="tag_chunks")
+
+
+def daily_partitions(oldest: datetime) -> dg.DailyPartitionsDefinition:
+    """Complete UTC days from `oldest`: the history's date dimension and the rollup's days."""
+    return dg.DailyPartitionsDefinition(start_date=oldest.strftime("%Y-%m-%d"), timezone="UTC")
 
 
 def history_partitions(oldest: datetime) -> dg.MultiPartitionsDefinition:
@@ -14,14 +19,7 @@ def history_partitions(oldest: datetime) -> dg.MultiPartitionsDefinition:
 
     Dimensions sort by name, so a key reads `chunk-0001|2025-01-31` (DESIGN §6).
     """
-    return dg.MultiPartitionsDefinition(
-        {
-            "date": dg.DailyPartitionsDefinition(
-                start_date=oldest.strftime("%Y-%m-%d"), timezone="UTC"
-            ),
-            "chunk": TAG_CHUNKS,
-        }
-    )
+    return dg.MultiPartitionsDefinition({"date": daily_partitions(oldest), "chunk": TAG_CHUNKS})
 
 
 def split_key(key: str) -> tuple[str, date]:
@@ -34,7 +32,3 @@ def history_key(chunk: str, day: date) -> str:
     return f"{chunk}|{day.isoformat()}"
 
 
-def day_window(day: date) -> tuple[datetime, datetime]:
-    """[day, day + 1) in UTC."""
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-    return start, start + timedelta(days=1)

@@ -12,7 +12,8 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.history_store import chunk_tags, ensure_schema
-from ww_assets.quality_sql import counts_by_day_and_tag, day_bounds
+from ww_assets.history_query import day_bounds
+from ww_assets.quality_sql import counts_by_day_and_tag
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import partition_verdicts
 from ww_assets.wonderware.jobs import history_job

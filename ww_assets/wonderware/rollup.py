@@ -8,7 +8,7 @@ from ww_assets.config import Settings
 from ww_assets.quality_sql import ROLLUP_TABLE, replace_rollup_day
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import PartitionVerdict, partition_verdicts
-from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
+from ww_assets.wonderware.partitions import TAG_CHUNKS, daily_partitions, history_key
 from ww_assets.wonderware.resources import WarehouseResource
 
 ROLLUP_KEY = dg.AssetKey(["wonderware", "history_1min"])
@@ -75,9 +75,7 @@ def build_rollup_asset(settings: Settings) -> dg.AssetsDefinition:
         ],
         group_name="wonderware",
         kinds={"clickhouse"},
-        partitions_def=dg.DailyPartitionsDefinition(
-            start_date=settings.backfill_oldest_time.strftime("%Y-%m-%d"), timezone="UTC"
-        ),
+        partitions_def=daily_partitions(settings.backfill_oldest_time),
     )
     def history_1min(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource

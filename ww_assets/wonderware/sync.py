@@ -14,6 +14,7 @@ from ww_assets.history_store import (
     ensure_schema,
     tag_watermarks,
 )
+from ww_assets.history_query import day_bounds
 from ww_assets.sync_plan import plan_sync
 from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice, merge_stats
 from ww_assets.wonderware.jobs import history_job
@@ -65,7 +66,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         now = datetime.now(timezone.utc)
         store = warehouse.warehouse()
         client = historian.client()
-        horizon = _day_start(now.date() - timedelta(days=settings.refresh_days))
+        horizon = day_bounds(now.date() - timedelta(days=settings.refresh_days))[0]
         with permanent_faults_fail_now("reading the catalog and watermarks"):
             with store.connect() as conn:
                 ensure_schema(conn, store.database)
@@ -123,10 +124,6 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
     return history_sync
 
 
-def _day_start(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-
-
 def _limit_to_cached_tags(
     tags_by_chunk: dict[str, list[str]],
     tag_cache: TagCacheResource,
@@ -149,7 +146,7 @@ def _first_sync_start(
     partition, else WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK before now."""
     days = [split_key(k)[1] for k in instance.get_materialized_partitions(HISTORY_KEY)]
     if days:
-        end = _day_start(max(days) + timedelta(days=1))
+        end = day_bounds(max(days))[1]
         return end, f"at the end of the newest loaded daily partition ({end:%Y-%m-%d %H:%M} UTC)"
     start = now - timedelta(seconds=settings.sync_initial_lookback_s)
     return start, f"{settings.sync_initial_lookback_s} s ago (no daily partition loaded yet)"
