@@ -317,7 +317,7 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
     import dagster as dg
 
     from bench.ww_job import history_job
-    from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+    from ww_assets.wonderware.sensors import range_tags
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -325,7 +325,7 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
     with dg.execute_job(
         dg.reconstructable(history_job),
         instance=instance,
-        tags={RANGE_START_TAG: start_key, RANGE_END_TAG: end_key, "ww/reason": "bench"},
+        tags={**range_tags(start_key, end_key), "ww/reason": "bench"},
     ) as result:
         success, run_id = result.success, result.run_id
     events = instance.all_logs(run_id)

@@ -147,7 +147,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from ww_assets.definitions import build_definitions
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
-    from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+    from ww_assets.wonderware.sensors import range_tags
 
     defs = build_definitions(settings)
     instance = _dagster_instance(settings)
@@ -165,10 +165,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     result = job.execute_in_process(
         instance=instance,
         asset_selection=[HISTORY_KEY],
-        tags={
-            RANGE_START_TAG: history_key(chunks[0], first),
-            RANGE_END_TAG: history_key(chunks[-1], last),
-        },
+        tags=range_tags(history_key(chunks[0], first), history_key(chunks[-1], last)),
     )
     print(f"backfill {'succeeded' if result.success else 'FAILED'}: run {result.run_id}, "
           f"{len(chunks)} chunks × {(last - first).days + 1} days")

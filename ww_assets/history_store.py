@@ -106,6 +106,13 @@ def active_tags_by_chunk(conn: WarehouseConnection, database: str) -> dict[str, 
     return {row["Chunk"]: list(row["tags"]) for row in table.to_pylist()}
 
 
+def read_active_tags(warehouse: Warehouse) -> dict[str, list[str]]:
+    """Every chunk's active tags (one session; the schema is created if missing)."""
+    with warehouse.connect() as conn:
+        ensure_schema(conn, warehouse.database)
+        return active_tags_by_chunk(conn, warehouse.database)
+
+
 def tag_watermarks(
     conn: WarehouseConnection, database: str, since: datetime
 ) -> dict[str, datetime]:
@@ -130,6 +137,17 @@ class SliceStats:
     seconds: float = 0.0
     rejected: int = 0
     """Rows the source returned without a DateTime: they cannot be stored."""
+
+    def merge(self, part: SliceStats) -> None:
+        """Add `part` (another slice, or a group of this one) into these figures."""
+        self.rows += part.rows
+        self.rejected += part.rejected
+        self.tags_with_rows |= part.tags_with_rows
+        for attr, pick in (("min_time", min), ("max_time", max)):
+            value = getattr(part, attr)
+            if value is not None:
+                current = getattr(self, attr)
+                setattr(self, attr, value if current is None else pick(current, value))
 
 
 def replace_slice(
@@ -220,12 +238,15 @@ def _regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
 
 
 def _account(stats: SliceStats, group: pa.Table) -> None:
-    stats.rows += group.num_rows
     low, high = pc.min_max(group["DateTime"]).values()
-    low, high = low.as_py(), high.as_py()
-    stats.min_time = low if stats.min_time is None else min(stats.min_time, low)
-    stats.max_time = high if stats.max_time is None else max(stats.max_time, high)
-    stats.tags_with_rows.update(pc.unique(group["TagName"]).to_pylist())
+    stats.merge(
+        SliceStats(
+            rows=group.num_rows,
+            min_time=low.as_py(),
+            max_time=high.as_py(),
+            tags_with_rows=set(pc.unique(group["TagName"]).to_pylist()),
+        )
+    )
 
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds, naive_utc
 from ww_assets.history_store import HISTORY_TABLE, TAGS_TABLE
 from ww_assets.warehouse import Warehouse, WarehouseConnection
@@ -330,6 +331,23 @@ def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> dat
 
 
 # ---------------------------------------------------------------- reconciliation
+
+
+def compare_counts(
+    warehouse: Warehouse, client: HistorianClient, tags: list[str], days: list[date]
+) -> dict[date, tuple[dict[str, int], dict[str, int]]]:
+    """Per day (ascending `days`): the historian's count of each of `tags` in [day, day + 1)
+    (one `COUNT` per day) and ClickHouse's (one query for all days, in a session of its own,
+    so the lock is not held while the historian counts)."""
+    with warehouse.connect() as conn:
+        stored = counts_by_day_and_tag(conn, warehouse.database, tags, days[0], days[-1])
+    return {
+        day: (
+            client.count_points(tags, *day_bounds(day)) if tags else {},
+            {tag: stored.get((day, tag), 0) for tag in tags},
+        )
+        for day in days
+    }
 
 
 def counts_by_day_and_tag(

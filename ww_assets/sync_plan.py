@@ -47,11 +47,9 @@ def plan_sync(
         behind: dict[str, datetime] = {}
         for tag in tags_by_chunk[chunk]:
             newest = watermarks.get(tag)
-            if newest is not None and newest >= current_since:
-                current[tag] = newest - lookback
-            else:
-                start = newest - lookback if newest is not None else fallback_start
-                behind[tag] = start
+            start = newest - lookback if newest is not None else fallback_start
+            is_current = newest is not None and newest >= current_since
+            (current if is_current else behind)[tag] = start
         for group, is_behind in ((current, False), (behind, True)):
             if not group:
                 continue

@@ -84,9 +84,15 @@ def _run_alerts(
         limit=BATCH,
         ascending=True,
     ).records
+    run_ids = [r.event_log_entry.run_id for r in records]
+    runs = (
+        {run.run_id: run for run in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        if run_ids
+        else {}
+    )
     alerts = []
     for record in records:
-        run = instance.get_run_by_id(record.event_log_entry.run_id)
+        run = runs.get(record.event_log_entry.run_id)
         job = run.job_name if run else ""
         message = record.event_log_entry.message or "run failed"
         alerts.append(

@@ -12,7 +12,7 @@ from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import SliceStats, chunk_tags, ensure_schema, replace_slice
+from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
 from ww_assets.warehouse import Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
@@ -110,49 +110,47 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         client = historian.client()
         store = warehouse.warehouse()
         keys = sorted(context.partition_keys)
-        tags_by_chunk: dict[str, list[str]] = {}
+        with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
+            tags_by_chunk = read_active_tags(store)
         records: list[dg.TableRecord] = []
         total = SliceStats()
         # Dagster and the code location leave ~130k objects that every full garbage collection
         # walks, while each fetched batch allocates 100k row tuples: freezing them saves ~10 %.
         gc.freeze()
-        for number, key in enumerate(keys, start=1):
-            chunk, day = split_key(key)
-            if chunk not in tags_by_chunk:
-                with permanent_faults_fail_now(f"reading chunk {chunk} from WonderwareTags"):
-                    with store.connect() as conn:
-                        ensure_schema(conn, store.database)
-                        tags_by_chunk[chunk] = chunk_tags(conn, store.database, chunk)
-            tags = tags_by_chunk[chunk]
-            if not tags:
-                raise dg.Failure(
-                    f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                    "materialize wonderware/tags first",
-                    allow_retries=False,
+        try:
+            for number, key in enumerate(keys, start=1):
+                chunk, day = split_key(key)
+                tags = tags_by_chunk.get(chunk, [])
+                if not tags:
+                    raise dg.Failure(
+                        f"tag chunk {chunk} has no active tags in WonderwareTags: "
+                        "materialize wonderware/tags first",
+                        allow_retries=False,
+                    )
+                start, end = day_bounds(day)
+                stats = with_retries(
+                    context,
+                    f"partition {key}",
+                    partial(copy_slice, client, store, tags, start, end),
+                    settings.backoff(),
                 )
-            start, end = day_bounds(day)
-            stats = with_retries(
-                context,
-                f"partition {key}",
-                partial(copy_slice, client, store, tags, start, end),
-                settings.backoff(),
-            )
-            merge_stats(total, stats)
-            if stats.rejected:
-                context.log.warning(
-                    f"partition {key}: the historian returned {stats.rejected} rows without a "
-                    "DateTime; they cannot be stored and were skipped"
+                total.merge(stats)
+                if stats.rejected:
+                    context.log.warning(
+                        f"partition {key}: the historian returned {stats.rejected} rows "
+                        "without a DateTime; they cannot be stored and were skipped"
+                    )
+                context.log.info(
+                    f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
+                    f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
                 )
-            context.log.info(
-                f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
-                f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
-            )
-            records.append(
-                dg.TableRecord(
-                    {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
+                records.append(
+                    dg.TableRecord(
+                        {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
+                    )
                 )
-            )
-        gc.unfreeze()
+        finally:
+            gc.unfreeze()
         elapsed = time.monotonic() - started
         return dg.MaterializeResult(
             metadata={
@@ -185,15 +183,3 @@ def copy_slice(
 ) -> SliceStats:
     """Replace the slice of `tags` in [start, end) with what the historian stores there."""
     return replace_slice(store, list(tags), start, end, client.read_history(tags, start, end))
-
-
-def merge_stats(total: SliceStats, part: SliceStats) -> None:
-    """Add `part` into `total`."""
-    total.rows += part.rows
-    total.rejected += part.rejected
-    total.tags_with_rows |= part.tags_with_rows
-    for attr, pick in (("min_time", min), ("max_time", max)):
-        value = getattr(part, attr)
-        if value is not None:
-            current = getattr(total, attr)
-            setattr(total, attr, value if current is None else pick(current, value))

@@ -20,11 +20,11 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from ww_assets.config import Settings
-from ww_assets.history_store import chunk_tags, ensure_schema
+from ww_assets.history_store import ensure_schema, read_active_tags
 from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
+    compare_counts,
     count_mismatches,
-    counts_by_day_and_tag,
     duplicate_keys,
     eu_range_report,
     newest_point,
@@ -48,12 +48,11 @@ BLOCKING_CHECKS = (ROWCOUNT, NO_DUPLICATES, IN_WINDOW)
 """Checks whose failure keeps a day out of the rollup."""
 HISTORY_CHECKS = (ROWCOUNT, NO_DUPLICATES, IN_WINDOW, QUALITY, EU_RANGE)
 
-ROWCOUNT_KEY = dg.AssetCheckKey(HISTORY_KEY, ROWCOUNT)
 SYNC_FRESH_KEY = dg.AssetCheckKey(SYNC_KEY, SYNC_FRESH)
 
 
-def history_check_keys(names: Sequence[str] = HISTORY_CHECKS) -> list[dg.AssetCheckKey]:
-    return [dg.AssetCheckKey(HISTORY_KEY, name) for name in names]
+def history_check_keys() -> list[dg.AssetCheckKey]:
+    return [dg.AssetCheckKey(HISTORY_KEY, name) for name in HISTORY_CHECKS]
 
 
 @dataclass
@@ -63,46 +62,38 @@ class _Chunk:
     chunk: str
     tags: list[str]
     days: dict[date, str] = field(default_factory=dict)
-    """Partition key of each day."""
+    """Partition key of each day, in day order."""
 
 
 def _chunks(keys: Sequence[str], warehouse: WarehouseResource) -> list[_Chunk]:
-    store = warehouse.warehouse()
+    tags_by_chunk = read_active_tags(warehouse.warehouse())
     chunks: dict[str, _Chunk] = {}
-    with store.connect() as conn:
-        ensure_schema(conn, store.database)
-        for key in sorted(keys):
-            chunk, day = split_key(key)
-            if chunk not in chunks:
-                chunks[chunk] = _Chunk(chunk, chunk_tags(conn, store.database, chunk))
-            chunks[chunk].days[day] = key
+    for key in sorted(keys):
+        chunk, day = split_key(key)
+        chunks.setdefault(chunk, _Chunk(chunk, tags_by_chunk.get(chunk, []))).days[day] = key
     return list(chunks.values())
 
 
 def _latest_materializations(
-    context: dg.AssetCheckExecutionContext, keys: Sequence[str]
+    context: dg.AssetCheckExecutionContext,
 ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """Each partition's latest materialization: what its check results point at."""
-    latest: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
-    # Newest first: after a range run its own materializations are the newest ones, so one
-    # query usually answers every key; a key it leaves out is looked up alone.
-    newest = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=list(keys)),
-        limit=len(keys),
+    """Each checked partition's latest materialization: what its results point at."""
+    ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+        HISTORY_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(context.partition_keys)
+    )
+    if not ids:
+        return {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=HISTORY_KEY, storage_ids=list(ids.values())),
+        limit=len(ids),
     ).records
-    for key in keys:
-        records = [r for r in newest if r.partition_key == key][:1] or (
-            context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[key]), limit=1
-            ).records
+    return {
+        r.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=r.storage_id, run_id=r.event_log_entry.run_id, timestamp=r.timestamp
         )
-        if records:
-            latest[key] = AssetCheckEvaluationTargetMaterializationData(
-                storage_id=records[0].storage_id,
-                run_id=records[0].event_log_entry.run_id,
-                timestamp=records[0].timestamp,
-            )
-    return latest
+        for r in records
+        if r.partition_key is not None
+    }
 
 
 def _evaluation(
@@ -194,15 +185,11 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
         client = historian.client()
         store = warehouse.warehouse()
+        targets = _latest_materializations(context)
         for group in _chunks(context.partition_keys, warehouse):
-            days = sorted(group.days)
-            with store.connect() as conn:
-                stored = counts_by_day_and_tag(conn, store.database, group.tags, days[0], days[-1])
-            targets = _latest_materializations(context, list(group.days.values()))
-            for day in days:
+            counts = compare_counts(store, client, group.tags, list(group.days))
+            for day, (expected, actual) in counts.items():
                 key = group.days[day]
-                expected = client.count_points(group.tags, *day_bounds(day)) if group.tags else {}
-                actual = {tag: stored.get((day, tag), 0) for tag in group.tags}
                 want, have = sum(expected.values()), sum(actual.values())
                 mismatches = count_mismatches(expected, actual)
                 context.log.info(f"{key}: historian {want}, clickhouse {have}")
@@ -234,8 +221,9 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         selected = {k.name for k in context.selected_asset_check_keys}
         store = warehouse.warehouse()
         now = datetime.now(timezone.utc)
+        targets = _latest_materializations(context)
         for group in _chunks(context.partition_keys, warehouse):
-            days = sorted(group.days)
+            days = list(group.days)
             with store.connect() as conn:
                 # One scan for all of the chunk's days in this run; more only where one fails.
                 summary = summarize(conn, store.database, group.tags, days, now)
@@ -244,7 +232,6 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
                 all_windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
                 all_quality = quality_report(summary) if QUALITY in selected else {}
                 all_eu = eu_range_report(conn, db, summary) if EU_RANGE in selected else {}
-            targets = _latest_materializations(context, list(group.days.values()))
             for day in days:
                 key, (start, end) = group.days[day], day_bounds(day)
                 target = targets.get(key)
@@ -366,9 +353,10 @@ class PartitionVerdict:
 
 
 def partition_verdicts(
-    instance: dg.DagsterInstance, keys: Sequence[str]
+    instance: dg.DagsterInstance, keys: Sequence[str], loaded: set[str] | None = None
 ) -> dict[str, PartitionVerdict]:
-    """The verdict of each history partition in `keys`."""
+    """The verdict of each history partition in `keys` (`loaded`: the materialized
+    partitions, if the caller has them already)."""
     keys = sorted(set(keys))
     if not keys:
         return {}
@@ -380,7 +368,8 @@ def partition_verdicts(
         for info in infos
         if info.is_current
     }
-    loaded = set(instance.get_materialized_partitions(HISTORY_KEY))
+    if loaded is None:
+        loaded = set(instance.get_materialized_partitions(HISTORY_KEY))
     verdicts = {}
     for key in keys:
         status = {name: current.get((name, key)) for name in HISTORY_CHECKS}
@@ -399,7 +388,8 @@ def partition_verdicts(
 
 def checks_summary(instance: dg.DagsterInstance) -> dict[str, object]:
     """`ww status`'s checks section: loaded partitions that are verified and that fail."""
-    verdicts = partition_verdicts(instance, instance.get_materialized_partitions(HISTORY_KEY))
+    loaded = set(instance.get_materialized_partitions(HISTORY_KEY))
+    verdicts = partition_verdicts(instance, loaded, loaded)
     return {
         "partitions_loaded": len(verdicts),
         "partitions_verified": sum(1 for v in verdicts.values() if v.verified),

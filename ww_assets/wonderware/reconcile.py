@@ -11,9 +11,8 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from ww_assets.config import Settings
-from ww_assets.history_store import chunk_tags, ensure_schema
-from ww_assets.history_query import day_bounds
-from ww_assets.quality_sql import counts_by_day_and_tag
+from ww_assets.history_store import read_active_tags
+from ww_assets.quality_sql import compare_counts
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import partition_verdicts
 from ww_assets.wonderware.jobs import history_job
@@ -62,19 +61,13 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
         first, last = days
         client = historian.client()
         store = warehouse.warehouse()
+        tags_by_chunk = read_active_tags(store)
+        all_days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         counts: dict[str, tuple[int, int]] = {}
         for chunk in chunks:
-            with store.connect() as conn:
-                ensure_schema(conn, store.database)
-                tags = chunk_tags(conn, store.database, chunk)
-                actual = counts_by_day_and_tag(conn, store.database, tags, first, last)
-            day = first
-            while day <= last:
-                start, end = day_bounds(day)
-                expected = client.count_points(tags, start, end) if tags else {}
-                have = sum(n for (d, _), n in actual.items() if d == day)
-                counts[history_key(chunk, day)] = (sum(expected.values()), have)
-                day += timedelta(days=1)
+            compared = compare_counts(store, client, tags_by_chunk.get(chunk, []), all_days)
+            for day, (expected, actual) in compared.items():
+                counts[history_key(chunk, day)] = (sum(expected.values()), sum(actual.values()))
         verdicts = partition_verdicts(context.instance, list(counts))
         differing = sorted(k for k, (want, have) in counts.items() if want != have)
         for key in differing:

@@ -14,6 +14,11 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
+def range_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """The tags of one range run over the history partitions first_key..last_key."""
+    return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
+
+
 def new_tag_history_requests(
     chunks: list[str], settings: Settings, today: datetime
 ) -> list[dg.RunRequest]:
@@ -25,8 +30,7 @@ def new_tag_history_requests(
     return [
         dg.RunRequest(
             tags={
-                RANGE_START_TAG: history_key(chunk, first_day),
-                RANGE_END_TAG: history_key(chunk, last_day),
+                **range_tags(history_key(chunk, first_day), history_key(chunk, last_day)),
                 "ww/reason": "new-tags",
                 "ww/chunk": chunk,
             },

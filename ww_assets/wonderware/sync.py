@@ -16,7 +16,7 @@ from ww_assets.history_store import (
 )
 from ww_assets.history_query import day_bounds
 from ww_assets.sync_plan import plan_sync
-from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice, merge_stats
+from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice
 from ww_assets.wonderware.jobs import history_job
 from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
 from ww_assets.wonderware.resources import (
@@ -29,7 +29,7 @@ from ww_assets.wonderware.retries import (
     step_retry_policy,
     with_retries,
 )
-from ww_assets.wonderware.sensors import RANGE_END_TAG, RANGE_START_TAG
+from ww_assets.wonderware.sensors import range_tags
 
 SYNC_KEY = dg.AssetKey(["wonderware", "history_sync"])
 SYNC_RUN_TAG = "ww/sync"
@@ -77,16 +77,18 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 "the tag catalog is empty: materialize wonderware/tags first", allow_retries=False
             )
         tags_by_chunk = _limit_to_cached_tags(tags_by_chunk, tag_cache, context)
-        fallback, why = _first_sync_start(context.instance, now, settings)
-        if not before:
-            context.log.info(f"first sync on an empty table: starting {why}")
+        fallback = horizon
+        if any(t not in before for tags in tags_by_chunk.values() for t in tags):
+            fallback, why = _first_sync_start(context.instance, now, settings)
+            if not before:
+                context.log.info(f"first sync on an empty table: starting {why}")
         windows = plan_sync(
             tags_by_chunk,
             before,
             now=now,
             lookback=timedelta(seconds=settings.sync_lookback_s),
             safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
-            fallback_start=max(fallback, horizon),
+            fallback_start=fallback,
             horizon=horizon,
         )
         total = SliceStats()
@@ -97,7 +99,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 partial(copy_slice, client, store, window.tags, window.start, window.end),
                 settings.backoff(),
             )
-            merge_stats(total, stats)
+            total.merge(stats)
             context.log.info(
                 f"window {number}/{len(windows)}: {window.chunk} "
                 f"{'behind' if window.behind else 'current'} {len(window.tags)} tags "
@@ -172,6 +174,14 @@ def active_sync_run(instance: dg.DagsterInstance) -> str | None:
     return runs[0].run_id if runs else None
 
 
+def _sync_request(instance: dg.DagsterInstance) -> dg.RunRequest | dg.SkipReason:
+    """A sync run, unless one is already queued or running (whichever trigger asks)."""
+    running = active_sync_run(instance)
+    if running:
+        return dg.SkipReason(f"sync run {running} is still queued or running")
+    return dg.RunRequest()
+
+
 def build_sync_sensor(settings: Settings, sync_job) -> dg.SensorDefinition:
     @dg.sensor(
         name="history_sync_sensor",
@@ -182,10 +192,7 @@ def build_sync_sensor(settings: Settings, sync_job) -> dg.SensorDefinition:
     def history_sync_sensor(context: dg.SensorEvaluationContext):
         """Requests a sync run every WONDERWARE_PIPELINE_SYNC_INTERVAL seconds unless one is
         already queued or running."""
-        running = active_sync_run(context.instance)
-        if running:
-            return dg.SkipReason(f"sync run {running} is still queued or running")
-        return dg.RunRequest()
+        return _sync_request(context.instance)
 
     return history_sync_sensor
 
@@ -201,10 +208,7 @@ def build_sync_schedule(settings: Settings, sync_job) -> dg.ScheduleDefinition:
     def history_sync_schedule(context: dg.ScheduleEvaluationContext):
         """The alternative trigger of the sync (WONDERWARE_PIPELINE_SYNC_SCHEDULE); stop the
         sensor when you start this."""
-        running = active_sync_run(context.instance)
-        if running:
-            return dg.SkipReason(f"sync run {running} is still queued or running")
-        return dg.RunRequest()
+        return _sync_request(context.instance)
 
     return history_sync_schedule
 
@@ -217,8 +221,7 @@ def refresh_request(chunks: list[str], today: date, days: int) -> dg.RunRequest 
     return dg.RunRequest(
         run_key=f"refresh-{today}",
         tags={
-            RANGE_START_TAG: history_key(chunks[0], first),
-            RANGE_END_TAG: history_key(chunks[-1], last),
+            **range_tags(history_key(chunks[0], first), history_key(chunks[-1], last)),
             "ww/reason": "nightly-refresh",
         },
     )
