@@ -45,18 +45,10 @@ FROM p
 
 @dataclass(frozen=True)
 class Dataset:
-    """What `write_dataset` stored: the plant tags (system tags excluded), days and points."""
+    """What `write_dataset` stored: the plant tags (system tags excluded) and the points."""
 
-    path: Path
     tags: tuple[str, ...]
-    first_day: date
-    days: int
-    interval_ms: int
     points: int
-
-    @property
-    def points_per_tag_day(self) -> int:
-        return 86_400_000 // self.interval_ms
 
 
 def write_dataset(
@@ -96,5 +88,4 @@ def write_dataset(
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    return Dataset(Path(path), tuple(t.name for t in plant), first_day, days, interval_ms,
-                   count * len(plant))
+    return Dataset(tuple(t.name for t in plant), count * len(plant))

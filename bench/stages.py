@@ -22,12 +22,8 @@ import pyarrow as pa
 
 from ww_assets.config import Settings
 from ww_assets.historian import EmulatorHistorian, rows_to_batch
-from ww_assets.history_store import (
-    HISTORY_TABLE,
-    chunk_tags,
-    ensure_schema,
-    replace_slice,
-)
+from ww_assets.history_query import day_bounds
+from ww_assets.history_store import HISTORY_TABLE, ensure_schema, read_active_tags, replace_slice
 from ww_assets.schema import COLUMN_NAMES, HISTORY_COLUMNS, LOAD_ID_COLUMN
 from ww_assets.warehouse import ChdbWarehouse
 
@@ -54,16 +50,27 @@ def _partitions(settings: Settings, data: str, first_day: str, days: int) -> lis
     from ww_assets.catalog import refresh_catalog
 
     store = _warehouse(settings)
-    change = refresh_catalog(_historian(settings, data).list_tags(), store, settings.tag_chunk_size)
-    with store.connect() as conn:
-        tags = {c: chunk_tags(conn, store.database, c) for c in change.chunks}
+    refresh_catalog(_historian(settings, data).list_tags(), store, settings.tag_chunk_size)
     first = date.fromisoformat(first_day)
-    out = []
-    for chunk in sorted(tags):
-        for d in range(days):
-            start = datetime.combine(first + timedelta(days=d), datetime.min.time(), timezone.utc)
-            out.append((chunk, tags[chunk], start, start + timedelta(days=1)))
-    return out
+    return [
+        (chunk, tags, *day_bounds(first + timedelta(days=d)))
+        for chunk, tags in sorted(read_active_tags(store).items())
+        for d in range(days)
+    ]
+
+
+def _driver_reads(
+    settings: Settings, data: str, parts: list[Partition]
+) -> Iterator[tuple[list[str], datetime, datetime, Iterator[list[tuple]]]]:
+    """Per partition: its tags, window, and the emulator's pymssql-shaped row batches (the
+    driver stand-in of the row path and of the cost stage)."""
+    from ww_assets.emulator.history import HistorianEmulator
+    from ww_assets.history_query import window_query
+
+    emulator = HistorianEmulator(Path(data), server_timezone=settings.emulator_timezone)
+    for _, tags, start, end in parts:
+        query = window_query(tuple(tags), start, end, settings.retrieval_mode)
+        yield tags, start, end, iter(emulator.query(query, batch_rows=settings.batch_rows))
 
 
 def _count(store: ChdbWarehouse) -> int:
@@ -97,8 +104,7 @@ def bare(data: str, first_day: str, days: int) -> dict[str, Any]:
                 conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(batch, 1))
                 rows += batch.num_rows
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "partitions": len(parts),
-            "stored": _count(store)}
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "stored": _count(store)}
 
 
 # ---------------------------------------------------------------- row path
@@ -132,12 +138,8 @@ def row_path(data: str, first_day: str, days: int, max_rows: int) -> dict[str, A
     `date_time_input_format = 'best_effort'`). The JSON body reaches chDB as a file, as a
     server reads an HTTP request body (putting it into the query text costs chDB ~5 µs/row
     more, which would not be the replaced system's cost)."""
-    from ww_assets.emulator.history import HistorianEmulator
-    from ww_assets.history_query import window_query
-
     settings = Settings.from_env()
     parts = _partitions(settings, data, first_day, days)
-    emulator = HistorianEmulator(Path(data), server_timezone=settings.emulator_timezone)
     store = _warehouse(settings)
     model, names = _row_model(), COLUMN_NAMES
     body_path = settings.home / "row_path_body.json"
@@ -145,11 +147,10 @@ def row_path(data: str, first_day: str, days: int, max_rows: int) -> dict[str, A
     started, cpu = time.perf_counter(), time.process_time()
     with store.connect() as conn:
         ensure_schema(conn, store.database)
-    for _, tags, start, end in parts:
+    for _, _, _, batches in _driver_reads(settings, data, parts):
         if rows >= max_rows:
             break
-        query = window_query(tuple(tags), start, end, settings.retrieval_mode)
-        for fetched in emulator.query(query, batch_rows=settings.batch_rows):
+        for fetched in batches:
             if rows >= max_rows:
                 break
             records = [dict(zip(names, row)) for row in fetched]  # pymssql as_dict=True
@@ -238,12 +239,8 @@ def cost(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
     emulator's `query`), the Arrow conversion (`rows_to_batch`), the warehouse sessions
     (inserts and the final check for older loads), and the rest of `replace_slice` (clip,
     regroup, accounting)."""
-    from ww_assets.emulator.history import HistorianEmulator
-    from ww_assets.history_query import window_query
-
     settings = Settings.from_env()
     parts = _partitions(settings, data, first_day, days)
-    emulator = HistorianEmulator(Path(data), server_timezone=settings.emulator_timezone)
     spent = {"driver": 0.0, "convert": 0.0, "insert": 0.0, "clip_regroup": 0.0}
     store = _TimedWarehouse(_warehouse(settings), spent)
     with store.inner.connect() as conn:
@@ -266,13 +263,11 @@ def cost(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
             yield batch
 
     total = 0.0
-    for _, tags, start, end in parts:
+    for tags, start, end, batches in _driver_reads(settings, data, parts):
         if rows >= max_rows:
             break
-        query = window_query(tuple(tags), start, end, settings.retrieval_mode)
         t0 = clock()
-        replace_slice(store, tags, start, end,
-                      converted(iter(emulator.query(query, settings.batch_rows))))
+        replace_slice(store, tags, start, end, converted(batches))
         total += clock() - t0
     spent["clip_regroup"] = total - spent["driver"] - spent["convert"] - spent["insert"]
     per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
@@ -329,7 +324,6 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
     ) as result:
         success, run_id = result.success, result.run_id
     events = instance.all_logs(run_id)
-    times: dict[str, float] = {}
     step_started: dict[str, float] = {}
     step_seconds: dict[str, float] = {}
     body_s = rows = partitions = 0.0
@@ -338,7 +332,6 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
         if event is None:
             continue
         kind = event.event_type_value
-        times.setdefault(kind, record.timestamp)
         if kind == dg.DagsterEventType.STEP_START.value:
             step_started[event.step_key] = record.timestamp
         elif kind == dg.DagsterEventType.STEP_SUCCESS.value:
@@ -355,8 +348,6 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
         "partitions": partitions,
         "asset_body_s": body_s,
         "checks_s": sum(v for k, v in step_seconds.items() if "check" in k),
-        "run_events_s": times.get(dg.DagsterEventType.RUN_SUCCESS.value, 0.0)
-        - times.get(dg.DagsterEventType.RUN_START.value, 0.0),
     }
 
 

@@ -133,13 +133,13 @@ def _offenders(
         "toString(DateTime) AS Stamp, "
         "row_number() OVER (PARTITION BY grp ORDER BY TagName, DateTime) AS nth "
         f"FROM {database}.{HISTORY_TABLE} WHERE {where}) "
-        f"WHERE nth <= {max(1, int(samples))} ORDER BY grp, TagName, Stamp",
+        f"WHERE nth <= {int(samples)} ORDER BY grp, TagName, Stamp",
         params,
     ).to_pylist()
     found: dict[object, list[dict[str, object]]] = {}
     for row in rows:
         found.setdefault(row["grp"], []).append({"tag": row["TagName"], "datetime": row["Stamp"]})
-    return {grp: listed[:samples] for grp, listed in found.items()}
+    return found
 
 
 @dataclass(frozen=True)
@@ -354,12 +354,10 @@ def counts_by_day_and_tag(
     conn: WarehouseConnection, database: str, tags: list[str], first: date, last: date
 ) -> dict[tuple[date, str], int]:
     """Rows per (UTC day, tag) for the days first..last."""
-    start, _ = day_bounds(first)
-    _, end = day_bounds(last)
     table = conn.query(
-        "SELECT toDate(DateTime, 'UTC') AS day, TagName, count() AS n "
+        f"SELECT {_DAY} AS day, TagName, count() AS n "
         f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} GROUP BY day, TagName",
-        _slice_params(tags, start, end),
+        _days_params(tags, [first, last]),
     )
     return {(r["day"], r["TagName"]): int(r["n"]) for r in table.to_pylist()}
 
@@ -411,6 +409,11 @@ def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
     start, end = day_bounds(day)
     table = f"{warehouse.database}.{ROLLUP_TABLE}"
     params = {"start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
+    # The rollup's minutes are DateTime (seconds): their bounds go without milliseconds.
+    minutes = {
+        name: naive_utc(bound).strftime("%Y-%m-%d %H:%M:%S")
+        for name, bound in (("start", start), ("end", end))
+    }
     with warehouse.connect() as conn:
         ensure_rollup_schema(conn, warehouse.database)
         conn.command(
@@ -431,14 +434,12 @@ def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
         conn.command(
             f"DELETE FROM {table} WHERE {day_filter} AND LoadId < {{load_id:UInt64}} "
             "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-            {"start": start.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S"),
-             "end": end.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S"), "load_id": load_id},
+            {**minutes, "load_id": load_id},
         )
         summary = conn.query(
             "SELECT TagName, count() AS minutes, sum(count) AS points "
             f"FROM {table} WHERE {day_filter} GROUP BY TagName",
-            {"start": start.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S"),
-             "end": end.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S")},
+            minutes,
         ).to_pylist()
     return RollupStats(
         rows=sum(int(r["minutes"]) for r in summary),
