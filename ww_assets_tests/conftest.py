@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -87,6 +88,16 @@ class Pipeline:
                 "dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last or first,
             },
+        )
+
+    def materialize_rollup(self, day: date) -> dg.ExecuteInProcessResult:
+        """`wonderware/history_1min` for one UTC day."""
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        return job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(["wonderware", "history_1min"])],
+            partition_key=str(day),
+            raise_on_error=False,
         )
 
     def chunks(self) -> list[str]:

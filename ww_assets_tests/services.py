@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,9 +33,9 @@ from ww_assets.definitions import build_definitions
 from ww_assets.history_store import chunk_tags
 from ww_assets.warehouse import ChdbWarehouse
 from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+from ww_assets_tests.conftest import REPO, free_port
 from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 T = TypeVar("T")
@@ -49,12 +48,6 @@ _ISOLATED = (
     "REDIS_URL",
     "DAGSTER_HOME",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(
@@ -108,7 +101,6 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
-    returncode: int | None = None
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -131,8 +123,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=30)
-        self.returncode = self.process.returncode
-        return self.returncode
+        return self.process.returncode
 
     def group_alive(self) -> bool:
         """Whether any process of the service's group (code servers, run workers) is left."""

@@ -55,12 +55,7 @@ def test_failed_check_and_failed_run_reach_the_webhook(
     tank = f"{pipeline.chunks()[-1]}|{DAYS[1]}"
     assert pipeline.materialize_history(tank).success
     # the rollup of a day that was never loaded: the run fails
-    failed_run = pipeline.defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=pipeline.instance,
-        asset_selection=[dg.AssetKey(["wonderware", "history_1min"])],
-        partition_key=str(DAYS[0]),
-        raise_on_error=False,
-    )
+    failed_run = pipeline.materialize_rollup(DAYS[0])
     assert not failed_run.success
 
     context = dg.build_sensor_context(instance=pipeline.instance)

@@ -76,15 +76,6 @@ def run_checks(
     )
 
 
-def rollup(p: Pipeline, day: object) -> dg.ExecuteInProcessResult:
-    return p.defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=p.instance,
-        asset_selection=[dg.AssetKey(["wonderware", "history_1min"])],
-        partition_key=str(day),
-        raise_on_error=False,
-    )
-
-
 def test_every_partition_gets_its_own_check_results(loaded: Pipeline) -> None:
     keys = all_keys(loaded)
     for name in BLOCKING_CHECKS:
@@ -162,8 +153,8 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
     assert set(summary["partitions_failing"]) == {deleted, duplicated, strayed}  # type: ignore[arg-type]
 
     # the rollup does not run for a day with a failing partition, and says why
-    assert rollup(loaded, DAYS[0]).success
-    blocked = rollup(loaded, DAYS[1])
+    assert loaded.materialize_rollup(DAYS[0]).success
+    blocked = loaded.materialize_rollup(DAYS[1])
     assert not blocked.success
     message = str(blocked.get_step_failure_events()[0].step_failure_data.error)
     assert f"{deleted}: failed {ROWCOUNT}" in message
@@ -173,7 +164,7 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
     for name in BLOCKING_CHECKS:
         assert statuses(loaded, name) == dict.fromkeys(keys, "SUCCEEDED"), name
     assert all(v.verified for v in partition_verdicts(loaded.instance, keys).values())
-    assert rollup(loaded, DAYS[1]).success
+    assert loaded.materialize_rollup(DAYS[1]).success
 
 
 def test_check_names_are_the_issue_s(pipeline: Pipeline) -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ww_assets_tests.conftest import REPO, free_port
+from ww_assets_tests.services import BIN, service_env
 
-WW = Path(sys.executable).parent / "ww"
+WW = BIN / "ww"
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -20,10 +19,7 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 300) -> subproce
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WONDERWARE_HOST", "CLICKHOUSE_HOST", "REDIS_URL", "DAGSTER_HOME")}
-    env.update(extra)
-    return env
+    return service_env(extra)
 
 
 def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> None:

@@ -3,36 +3,24 @@ emulated plant, and sensor-triggered sync runs land new points."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import dagster as dg
 
-from ww_assets.config import Settings
-from ww_assets.definitions import build_definitions
 from ww_assets.warehouse import ChdbWarehouse
 from ww_assets.wonderware.sync import SYNC_RUN_TAG
 from ww_assets_tests.conftest import REPO
+from ww_assets_tests.services import (
+    BIN,
+    create_plant_and_catalog,
+    dagster_home,
+    service_env,
+    start_daemon,
+)
 
-BIN = Path(sys.executable).parent
 DEADLINE_S = 240
-
-
-def _env(ww_env: Path, dagster_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WONDERWARE_HOST",
-                                                            "CLICKHOUSE_HOST")}
-    env.update(
-        WW_HOME=str(ww_env),
-        DAGSTER_HOME=str(dagster_home),
-        WONDERWARE_PIPELINE_SYNC_INTERVAL="5",
-        WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN="0",
-    )
-    return env
 
 
 def _newest_points(instance: dg.DagsterInstance) -> list[str]:
@@ -53,38 +41,32 @@ def _newest_points(instance: dg.DagsterInstance) -> list[str]:
 
 
 def test_daemon_sensor_syncs_a_live_plant(ww_env: Path, tmp_path: Path, monkeypatch) -> None:
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = _env(ww_env, dagster_home)
-    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    subprocess.run([BIN / "ww", "simulate", "create", "--days", "0.05", "--tags", "40"],
-                   env=env, check=True, capture_output=True, timeout=120)
-
-    settings = Settings.from_env()
+    home = dagster_home(tmp_path / "dagster_home", REPO / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    env = service_env(
+        {
+            "WW_HOME": str(ww_env),
+            "DAGSTER_HOME": str(home),
+            "WONDERWARE_PIPELINE_SYNC_INTERVAL": "5",
+            "WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN": "0",
+        }
+    )
+    settings, _ = create_plant_and_catalog(env, days=0.05, tags=40)
     instance = dg.DagsterInstance.get()
-    tags_job = build_definitions(settings).resolve_implicit_global_asset_job_def()
-    assert tags_job.execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey(["wonderware", "tags"])]
-    ).success
 
     live = subprocess.Popen([BIN / "ww", "simulate", "live", "--seconds", str(DEADLINE_S)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    daemon = subprocess.Popen(
-        [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    daemon = start_daemon(env, tmp_path / "logs")
     newest: list[str] = []
     try:
         deadline = time.monotonic() + DEADLINE_S
         while len(set(newest)) < 3 and time.monotonic() < deadline:
-            assert daemon.poll() is None, "dagster-daemon exited"
+            daemon.check_alive()
             time.sleep(2)
             newest = _newest_points(instance)
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
+        daemon.stop()
         live.terminate()
-        daemon.wait(timeout=60)
         live.wait(timeout=30)
     # at least two sensor-triggered syncs after the first landed newer points than before
     assert len(set(newest)) >= 3, f"sensor-triggered syncs saw newest points {newest}"

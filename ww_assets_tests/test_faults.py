@@ -28,11 +28,12 @@ from ww_assets_tests.plant_fixtures import (
     stored_points,
     warehouse_points,
 )
+from ww_assets_tests.services import BIN, service_env
 
 DAY = date(2025, 11, 2)
 START = datetime(2025, 11, 2, tzinfo=timezone.utc)
 END = START + timedelta(days=1)
-WW = Path(sys.executable).parent / "ww"
+WW = BIN / "ww"
 
 
 @pytest.fixture
@@ -115,9 +116,7 @@ def test_kill_9_during_a_load_then_rerun_is_exact(plant, tmp_path: Path) -> None
 
 
 def test_overlapping_backfills_leave_exact_slices(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WONDERWARE_HOST", "CLICKHOUSE_HOST", "REDIS_URL", "DAGSTER_HOME")}
-    env["WW_HOME"] = str(tmp_path / "ww")
+    env = service_env({"WW_HOME": str(tmp_path / "ww")})
     subprocess.run([WW, "simulate", "create", "--days", "2", "--tags", "12"], env=env,
                    check=True, capture_output=True, timeout=300)
     # the Dagster instance exists before the two backfills (a fresh instance's storage is

@@ -7,7 +7,6 @@ import sqlite3
 from collections import defaultdict
 from datetime import date, timedelta
 
-import dagster as dg
 import pytest
 
 from ww_assets.quality_sql import ROLLUP_TABLE, ensure_rollup_schema
@@ -15,8 +14,6 @@ from ww_assets.wonderware.checks import PartitionVerdict
 from ww_assets.wonderware.rollup import gate_message
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import COPIED_TAGS, DAYS, build_trap_plant
-
-ROLLUP = dg.AssetKey(["wonderware", "history_1min"])
 
 
 def expected_rollup(path: object, day: date) -> list[tuple]:
@@ -68,12 +65,6 @@ def actual_rollup(p: Pipeline, day: date) -> list[tuple]:
     ]
 
 
-def materialize_rollup(p: Pipeline, day: date) -> dg.ExecuteInProcessResult:
-    return p.defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=p.instance, asset_selection=[ROLLUP], partition_key=str(day), raise_on_error=False
-    )
-
-
 @pytest.fixture
 def loaded(pipeline: Pipeline) -> Pipeline:
     build_trap_plant(pipeline.settings.historian_sqlite)
@@ -85,20 +76,20 @@ def loaded(pipeline: Pipeline) -> Pipeline:
 
 def test_rollup_of_a_day_equals_an_independent_computation(loaded: Pipeline) -> None:
     day = DAYS[2]  # the DST day, with NULL gap markers, strings and repeats
-    assert materialize_rollup(loaded, day).success
+    assert loaded.materialize_rollup(day).success
     expected = expected_rollup(loaded.settings.historian_sqlite, day)
     assert len(expected) > 100
     assert actual_rollup(loaded, day) == expected
     # idempotent and exact: a rerun after a reload leaves the same minutes, nothing doubled
     chunk = loaded.chunks()[0]
     assert loaded.materialize_history(f"{chunk}|{day}").success
-    assert materialize_rollup(loaded, day).success
+    assert loaded.materialize_rollup(day).success
     assert actual_rollup(loaded, day) == expected
     assert actual_rollup(loaded, DAYS[1]) == []  # only its day
 
 
 def test_rollup_does_not_run_for_a_day_that_is_not_loaded(loaded: Pipeline) -> None:
-    result = materialize_rollup(loaded, DAYS[0])
+    result = loaded.materialize_rollup(DAYS[0])
     assert not result.success
     message = str(result.get_step_failure_events()[0].step_failure_data.error)
     assert f"chunk-0001|{DAYS[0]}: not loaded" in message

@@ -255,5 +255,5 @@ def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipel
     assert refresh_request([], datetime(2025, 1, 1).date(), 2) is None
 
 
-def test_sync_asset_is_in_the_code_location(synced: Pipeline) -> None:
-    assert synced.defs.resolve_assets_def(SYNC_KEY).partitions_def is None
+def test_sync_asset_is_in_the_code_location(pipeline: Pipeline) -> None:
+    assert pipeline.defs.resolve_assets_def(SYNC_KEY).partitions_def is None
