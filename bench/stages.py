@@ -7,11 +7,15 @@ another's tables or caches.
 
 from __future__ import annotations
 
-import gc
-import json
-import resource
-import sys
 import time
+
+PROCESS_STARTED = time.perf_counter()
+"""Before the imports: the bare copy is timed from here, as a ww run is from its process start."""
+
+import gc  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
@@ -45,16 +49,22 @@ def _warehouse(settings: Settings) -> ChdbWarehouse:
     return ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
 
 
-def _partitions(settings: Settings, data: str, first_day: str, days: int) -> list[Partition]:
-    """The partitions of the dataset, with the tag chunks `wonderware/tags` would assign."""
+def plan(data: str) -> dict[str, list[str]]:
+    """The tag chunks that `wonderware/tags` assigns to the dataset's tags (chunk -> tags), from
+    a catalog in this stage's own warehouse: the other stages copy these chunks."""
     from ww_assets.catalog import refresh_catalog
 
+    settings = Settings.from_env()
     store = _warehouse(settings)
     refresh_catalog(_historian(settings, data).list_tags(), store, settings.tag_chunk_size)
+    return read_active_tags(store)
+
+
+def _partitions(chunks: dict[str, list[str]], first_day: str, days: int) -> list[Partition]:
     first = date.fromisoformat(first_day)
     return [
         (chunk, tags, *day_bounds(first + timedelta(days=d)))
-        for chunk, tags in sorted(read_active_tags(store).items())
+        for chunk, tags in sorted(chunks.items())
         for d in range(days)
     ]
 
@@ -88,23 +98,25 @@ def _with_load_id(table: pa.Table | pa.RecordBatch, load_id: int) -> pa.Table:
 # ---------------------------------------------------------------- bare copy
 
 
-def bare(data: str, first_day: str, days: int) -> dict[str, Any]:
+def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> dict[str, Any]:
     """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
     session for the whole copy, each read batch inserted as it comes, no clip, no regroup,
-    no delete, no Dagster."""
+    no delete, no Dagster. `seconds` runs from the process start (interpreter and imports
+    included, as in a ww run) to the last insert; `copy_s` is the copy alone."""
     settings = Settings.from_env()
-    parts = _partitions(settings, data, first_day, days)
+    parts = _partitions(chunks, first_day, days)
     historian, store = _historian(settings, data), _warehouse(settings)
     rows = 0
-    started, cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     with store.connect() as conn:
         ensure_schema(conn, store.database)
         for _, tags, start, end in parts:
             for batch in historian.read_history(tags, start, end):
                 conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(batch, 1))
                 rows += batch.num_rows
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "stored": _count(store)}
+    ended = time.perf_counter()
+    return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
+            "cpu_s": time.process_time(), "stored": _count(store)}
 
 
 # ---------------------------------------------------------------- row path
@@ -130,7 +142,9 @@ def _row_model() -> type:
     return pydantic.create_model("WonderwareHistoryRow", **fields)  # type: ignore[call-overload]
 
 
-def row_path(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
+def row_path(
+    data: str, first_day: str, days: int, chunks: dict[str, list[str]], max_rows: int
+) -> dict[str, Any]:
     """The replaced system's approach: the driver's rows as dicts (pymssql `as_dict=True`),
     one pydantic model object per row, then Moose's `OlapTable.insert` of the models as it is
     written (moose_lib `dmv2/olap_table.py`: `model_dump()`, a copy of each dict,
@@ -139,7 +153,7 @@ def row_path(data: str, first_day: str, days: int, max_rows: int) -> dict[str, A
     server reads an HTTP request body (putting it into the query text costs chDB ~5 µs/row
     more, which would not be the replaced system's cost)."""
     settings = Settings.from_env()
-    parts = _partitions(settings, data, first_day, days)
+    parts = _partitions(chunks, first_day, days)
     store = _warehouse(settings)
     model, names = _row_model(), COLUMN_NAMES
     body_path = settings.home / "row_path_body.json"
@@ -233,14 +247,16 @@ class _TimedConnection:
         return timed
 
 
-def cost(data: str, first_day: str, days: int, max_rows: int) -> dict[str, Any]:
+def cost(
+    data: str, first_day: str, days: int, chunks: dict[str, list[str]], max_rows: int
+) -> dict[str, Any]:
     """CPU time per row of each step of `replace_slice(read_history(...))` (process CPU time,
     so chDB's own threads count), streamed as in the pipeline: the driver stand-in (the
     emulator's `query`), the Arrow conversion (`rows_to_batch`), the warehouse sessions
     (inserts and the final check for older loads), and the rest of `replace_slice` (clip,
     regroup, accounting)."""
     settings = Settings.from_env()
-    parts = _partitions(settings, data, first_day, days)
+    parts = _partitions(chunks, first_day, days)
     spent = {"driver": 0.0, "convert": 0.0, "insert": 0.0, "clip_regroup": 0.0}
     store = _TimedWarehouse(_warehouse(settings), spent)
     with store.inner.connect() as conn:
@@ -351,7 +367,8 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
     }
 
 
-STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+STAGES: dict[str, Callable[..., Any]] = {
+    "plan": plan,
     "bare": bare,
     "row_path": row_path,
     "rss": rss,

@@ -26,8 +26,6 @@ _SLICE = (
 )
 
 
-
-
 def _slice_params(tags: Iterable[str], start: datetime, end: datetime) -> dict[str, object]:
     return {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)}
 
@@ -80,6 +78,8 @@ class TagDay:
     low: float | None
     high: float | None
     future: int
+    outside_eu: int
+    """Values outside the tag's [MinEU, MaxEU] (0 for a tag without a range)."""
 
 
 @dataclass(frozen=True)
@@ -90,33 +90,57 @@ class Summary:
     now: datetime
     days: dict[date, list[TagDay]]
     """Every day asked for; a day without rows has an empty list."""
+    eu_ranges: dict[str, tuple[float, float]]
+    """[MinEU, MaxEU] of the analog tags that have both (from `AnalogTag`)."""
+
+
+def _eu_ranges(
+    conn: WarehouseConnection, database: str, tags: list[str]
+) -> dict[str, tuple[float, float]]:
+    return {
+        r["TagName"]: (r["MinEU"], r["MaxEU"])
+        for r in conn.query(
+            f"SELECT TagName, MinEU, MaxEU FROM {database}.{TAGS_TABLE} FINAL "
+            "WHERE TagName IN {tags:Array(String)} AND TagType = 1 "
+            "AND MinEU IS NOT NULL AND MaxEU IS NOT NULL",
+            {"tags": tags},
+        ).to_pylist()
+    }
 
 
 def summarize(
     conn: WarehouseConnection, database: str, tags: list[str], days: list[date], now: datetime
 ) -> Summary:
+    ranges = _eu_ranges(conn, database, tags)
     # Comparing each row's key with the previous row's streams over the sorted slice, where
     # grouping by key would build a hash table of every key.
     rows = conn.query(
         "SELECT day, TagName, count() AS rows, min(LoadId) AS load_id, "
         "countIf(previous = DateTime) AS repeated, countIf(Quality = {good:UInt8}) AS good, "
         "count(Value) AS values, min(Value) AS low, max(Value) AS high, "
-        "sum(future) AS future FROM ("
+        "sum(future) AS future, countIf("
+        "Value < transform(TagName, {eu_tags:Array(String)}, {eu_lows:Array(Float64)}, -inf) OR "
+        "Value > transform(TagName, {eu_tags:Array(String)}, {eu_highs:Array(Float64)}, inf)"
+        ") AS outside_eu FROM ("
         f"SELECT {_DAY} AS day, TagName, DateTime, LoadId, Quality, Value, {_FUTURE} AS future, "
         "lagInFrame(toNullable(DateTime)) OVER (PARTITION BY TagName ORDER BY DateTime "
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS previous "
         f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE}) GROUP BY day, TagName "
-        "ORDER BY day, TagName",
-        {**_days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY},
-    ).to_pylist()
+        # reading in the table's order (TagName, DateTime) spares the window a sort: half the time
+        "ORDER BY day, TagName SETTINGS optimize_read_in_window_order = 1",
+        {**_days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY,
+         "eu_tags": list(ranges), "eu_lows": [low for low, _ in ranges.values()],
+         "eu_highs": [high for _, high in ranges.values()]},
+    ).to_pylist()  # fmt: skip
     by_day: dict[date, list[TagDay]] = {day: [] for day in days}
     for r in rows:
         if r["day"] in by_day:
             by_day[r["day"]].append(
                 TagDay(r["TagName"], int(r["rows"]), int(r["load_id"]), int(r["repeated"]),
-                       int(r["good"]), int(r["values"]), r["low"], r["high"], int(r["future"]))
-            )
-    return Summary(list(tags), now, by_day)
+                       int(r["good"]), int(r["values"]), r["low"], r["high"], int(r["future"]),
+                       int(r["outside_eu"]))
+            )  # fmt: skip
+    return Summary(list(tags), now, by_day, ranges)
 
 
 def _offenders(
@@ -271,49 +295,20 @@ class RangeReport:
     offenders: list[dict[str, object]]
 
 
-def eu_range_report(
-    conn: WarehouseConnection, database: str, summary: Summary, offenders: int = 10
-) -> dict[date, RangeReport]:
-    """Per day: analog values against [MinEU, MaxEU] of the tag catalog (from `AnalogTag`).
-    Values are counted one by one only for the tags whose day's minimum or maximum is out."""
-    ranges = {
-        r["TagName"]: (r["MinEU"], r["MaxEU"])
-        for r in conn.query(
-            f"SELECT TagName, MinEU, MaxEU FROM {database}.{TAGS_TABLE} FINAL "
-            "WHERE TagName IN {tags:Array(String)} AND TagType = 1 "
-            "AND MinEU IS NOT NULL AND MaxEU IS NOT NULL",
-            {"tags": summary.tags},
-        ).to_pylist()
-    }
+def eu_range_report(summary: Summary, offenders: int = 10) -> dict[date, RangeReport]:
+    """Per day: analog values against [MinEU, MaxEU] of their tag (from `AnalogTag`)."""
+    ranges = summary.eu_ranges
     reports = {}
     for day, tag_days in summary.days.items():
-        checked = [t for t in tag_days if t.tag in ranges and t.values]
-        out_of_range = [
-            t for t in checked
-            if t.low < ranges[t.tag][0] or t.high > ranges[t.tag][1]  # type: ignore[operator]
-        ]
-        outside = {}
-        if out_of_range:
-            names = [t.tag for t in out_of_range]
-            outside = {
-                r["TagName"]: int(r["n"])
-                for r in conn.query(
-                    f"SELECT TagName, countIf(Value < transform(TagName, {{names:Array(String)}}, "
-                    "{lows:Array(Float64)}, 0.) OR Value > transform(TagName, "
-                    "{names:Array(String)}, {highs:Array(Float64)}, 0.)) AS n "
-                    f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} GROUP BY TagName",
-                    {**_slice_params(names, *day_bounds(day)), "names": names,
-                     "lows": [ranges[n][0] for n in names], "highs": [ranges[n][1] for n in names]},
-                ).to_pylist()
-            }
-        ranked = sorted(out_of_range, key=lambda t: (-outside.get(t.tag, 0), t.tag))
+        checked = [t for t in tag_days if t.tag in ranges]
+        ranked = sorted((t for t in checked if t.outside_eu), key=lambda t: (-t.outside_eu, t.tag))
         reports[day] = RangeReport(
             checked=sum(t.values for t in checked),
-            outside=sum(outside.values()),
-            offenders=[{"tag": t.tag, "outside": outside.get(t.tag, 0), "min": t.low,
-                        "max": t.high, "min_eu": ranges[t.tag][0], "max_eu": ranges[t.tag][1]}
-                       for t in ranked if outside.get(t.tag, 0)][:offenders],
-        )
+            outside=sum(t.outside_eu for t in checked),
+            offenders=[{"tag": t.tag, "outside": t.outside_eu, "min": t.low, "max": t.high,
+                        "min_eu": ranges[t.tag][0], "max_eu": ranges[t.tag][1]}
+                       for t in ranked[:offenders]],
+        )  # fmt: skip
     return reports
 
 
@@ -333,20 +328,32 @@ def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> dat
 # ---------------------------------------------------------------- reconciliation
 
 
+def source_counts(
+    client: HistorianClient, tags: list[str], days: list[date]
+) -> dict[date, dict[str, int]]:
+    """Per day: the historian's count of each of `tags` in [day, day + 1) (one `COUNT` a day)."""
+    return {day: client.count_points(tags, *day_bounds(day)) if tags else {} for day in days}
+
+
+def stored_counts(summary: Summary) -> dict[date, dict[str, int]]:
+    """Per day of `summary`: ClickHouse's count of each of its tags (0 for a tag without rows)."""
+    return {
+        day: {**dict.fromkeys(summary.tags, 0), **{t.tag: t.rows for t in tag_days}}
+        for day, tag_days in summary.days.items()
+    }
+
+
 def compare_counts(
     warehouse: Warehouse, client: HistorianClient, tags: list[str], days: list[date]
 ) -> dict[date, tuple[dict[str, int], dict[str, int]]]:
-    """Per day (ascending `days`): the historian's count of each of `tags` in [day, day + 1)
-    (one `COUNT` per day) and ClickHouse's (one query for all days, in a session of its own,
-    so the lock is not held while the historian counts)."""
+    """Per day (ascending `days`): the historian's count of each of `tags` and ClickHouse's
+    (one query for all days, in a session of its own, so the lock is not held while the
+    historian counts)."""
     with warehouse.connect() as conn:
         stored = counts_by_day_and_tag(conn, warehouse.database, tags, days[0], days[-1])
+    expected = source_counts(client, tags, days)
     return {
-        day: (
-            client.count_points(tags, *day_bounds(day)) if tags else {},
-            {tag: stored.get((day, tag), 0) for tag in tags},
-        )
-        for day in days
+        day: (expected[day], {tag: stored.get((day, tag), 0) for tag in tags}) for day in days
     }
 
 

@@ -21,7 +21,7 @@ from ww_assets.wonderware.checks import (
     history_check_keys,
     partition_verdicts,
 )
-from ww_assets_tests.conftest import Pipeline
+from ww_assets_tests.conftest import Pipeline, free_port
 from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
 
 HISTORY = dg.AssetKey(["wonderware", "history"])
@@ -173,3 +173,29 @@ def test_check_names_are_the_issue_s(pipeline: Pipeline) -> None:
     assert set(specs) == set(HISTORY_CHECKS)
     assert {n for n, s in specs.items() if s.blocking} == set(BLOCKING_CHECKS)
     assert all(s.partitions_def is not None for s in specs.values())
+
+
+def test_an_unreachable_historian_fails_only_the_source_count(
+    loaded: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ClickHouse-side checks still report; the source count has no result, so the
+    partitions are not verified (and the rollup waits) until a rerun can count again."""
+    keys = all_keys(loaded)
+    first, last = keys[0], keys[1]
+    monkeypatch.setenv("WONDERWARE_HOST", "127.0.0.1")
+    monkeypatch.setenv("WONDERWARE_PORT", str(free_port()))  # nothing listens there
+    loaded.reload()
+
+    result = run_checks(loaded, history_check_keys(), first, last)
+    assert not result.success
+    error = str(result.get_step_failure_events()[0].step_failure_data.error)
+    assert "127.0.0.1" in error, error
+    ran = {(e.check_name, e.partition) for e in result.get_asset_check_evaluations()}
+    assert ran == {(name, key) for name in HISTORY_CHECKS if name != ROWCOUNT for key in (first, last)}
+    verdicts = partition_verdicts(loaded.instance, [first, last])
+    assert all(not v.verified and v.unchecked == [ROWCOUNT] for v in verdicts.values())
+
+    monkeypatch.delenv("WONDERWARE_HOST")
+    loaded.reload()
+    assert run_checks(loaded, history_check_keys(), first, last).success
+    assert all(v.verified for v in partition_verdicts(loaded.instance, [first, last]).values())

@@ -70,8 +70,8 @@ def test_each_day_of_one_scan_reports_only_its_own_problems(tmp_path: Path) -> N
         summary = summarize(conn, store.database, TAGS, days, now)
         dups = duplicate_keys(conn, store.database, summary)
         window = window_report(conn, store.database, summary)
-        eu = eu_range_report(conn, store.database, summary)
     quality = quality_report(summary)
+    eu = eu_range_report(summary)
 
     assert {d: (r.keys, r.extra_rows) for d, r in dups.items()} == {
         D1: (0, 0), D2: (1, 1), TOMORROW: (0, 0)

@@ -1,13 +1,14 @@
 """Asset checks: per-partition gates on `wonderware/history`, freshness of `wonderware/history_sync`.
 
-The history checks are partitioned like the asset and run in the same run, right after the
-partitions they verify; they can also be launched alone for any partition range. Dagster 1.13
+The history checks are partitioned like the asset and run in the same run, in one step right
+after the partitions they verify; they can also be launched alone for any partition range. Dagster 1.13
 records a plain `AssetCheckResult` of a range run without a partition (DESIGN §6), so the
 checks emit one `AssetCheckEvaluation` per partition, each pointing at that partition's latest
 materialization so that the UI shows it as the partition's current status.
 """
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -23,12 +24,17 @@ from ww_assets.config import Settings
 from ww_assets.history_store import ensure_schema, read_active_tags
 from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
-    compare_counts,
+    Duplicates,
+    QualityReport,
+    RangeReport,
+    WindowReport,
     count_mismatches,
     duplicate_keys,
     eu_range_report,
     newest_point,
     quality_report,
+    source_counts,
+    stored_counts,
     summarize,
     window_report,
 )
@@ -119,13 +125,6 @@ def _evaluation(
     )
 
 
-def _outputs(specs: Sequence[dg.AssetCheckSpec], selected: set[str]) -> Iterator[dg.Output]:
-    """The checks' outputs: what a downstream step in the same run waits on."""
-    for spec in specs:
-        if spec.name in selected:
-            yield dg.Output(None, output_name=spec.get_python_identifier())
-
-
 def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     partitions_def = history_partitions(settings.backfill_oldest_time)
     min_ratio = settings.quality_good_min_ratio
@@ -139,16 +138,14 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
             partitions_def=partitions_def,
         )
 
-    source_specs = [
+    specs = [
         spec(
             ROWCOUNT,
             "Blocking (ERROR). The rows in ClickHouse for the partition's slice (its chunk's "
             "active tags in [day, day + 1) UTC, as a plain SELECT sees them) equal the "
             "historian's count of the same slice, asked with one COUNT query in the "
             "`historian` pool. Metadata: both numbers and the tags that differ.",
-        )
-    ]
-    content_specs = [
+        ),
         spec(
             NO_DUPLICATES,
             "Blocking (ERROR). No two rows of the slice share (TagName, DateTime) as a plain "
@@ -172,134 +169,151 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         ),
     ]
 
-    @dg.multi_asset_check(
-        name="history_source_count_checks",
-        specs=source_specs,
-        can_subset=True,
-        pool="historian",
-    )
-    def history_source_count_checks(
+    @dg.multi_asset_check(name="history_checks", specs=specs, can_subset=True, pool="historian")
+    def history_checks(
         context: dg.AssetCheckExecutionContext,
         historian: HistorianResource,
         warehouse: WarehouseResource,
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-        client = historian.client()
-        store = warehouse.warehouse()
-        targets = _latest_materializations(context)
-        for group in _chunks(context.partition_keys, warehouse):
-            counts = compare_counts(store, client, group.tags, list(group.days))
-            for day, (expected, actual) in counts.items():
-                key = group.days[day]
-                want, have = sum(expected.values()), sum(actual.values())
-                mismatches = count_mismatches(expected, actual)
-                context.log.info(f"{key}: historian {want}, clickhouse {have}")
-                yield _evaluation(
-                    targets.get(key),
-                    ROWCOUNT,
-                    key,
-                    passed=want == have and not mismatches,
-                    metadata={
-                        "expected_rows_historian": want,
-                        "actual_rows_clickhouse": have,
-                        "difference": have - want,
-                        "tags": len(group.tags),
-                        "tags_differing": len(mismatches),
-                        "differing_tags": dg.MetadataValue.json(mismatches[:20]),
-                    },
-                    description=f"historian {want} rows, ClickHouse {have} rows",
-                )
-        yield from _outputs(source_specs, {k.name for k in context.selected_asset_check_keys})
-
-    @dg.multi_asset_check(
-        name="history_content_checks",
-        specs=content_specs,
-        can_subset=True,
-    )
-    def history_content_checks(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        """The five history checks of every partition in the run. Per tag chunk, one
+        ClickHouse scan of its days answers all but the source count; the historian's
+        `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
+        client = historian.client()
         store = warehouse.warehouse()
         now = datetime.now(timezone.utc)
         targets = _latest_materializations(context)
-        for group in _chunks(context.partition_keys, warehouse):
-            days = list(group.days)
-            with store.connect() as conn:
-                # One scan for all of the chunk's days in this run; more only where one fails.
-                summary = summarize(conn, store.database, group.tags, days, now)
-                db = store.database
-                all_dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
-                all_windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
-                all_quality = quality_report(summary) if QUALITY in selected else {}
-                all_eu = eu_range_report(conn, db, summary) if EU_RANGE in selected else {}
-            for day in days:
-                key, (start, end) = group.days[day], day_bounds(day)
-                target = targets.get(key)
-                dups, window = all_dups.get(day), all_windows.get(day)
-                quality, eu = all_quality.get(day), all_eu.get(day)
-                if dups is not None:
-                    yield _evaluation(
-                        target, NO_DUPLICATES, key, passed=dups.keys == 0,
-                        metadata={
-                            "expected_duplicate_keys": 0,
-                            "actual_duplicate_keys": dups.keys,
-                            "extra_rows": dups.extra_rows,
-                            "samples": dg.MetadataValue.json(dups.samples),
-                        },
-                        description=f"{dups.keys} duplicated (TagName, DateTime) keys",
-                    )
-                if window is not None:
-                    bad = window.outside_window + window.in_future
-                    yield _evaluation(
-                        target, IN_WINDOW, key, passed=bad == 0,
-                        metadata={
-                            "window_start": start.isoformat(),
-                            "window_end": end.isoformat(),
-                            "expected_rows_outside": 0,
-                            "actual_rows_outside_window": window.outside_window,
-                            "actual_rows_in_future": window.in_future,
-                            "load_id": str(window.load_id or ""),
-                            "samples": dg.MetadataValue.json(window.samples),
-                        },
-                        description=(
-                            f"{window.outside_window} rows outside the window, "
-                            f"{window.in_future} in the future"
-                        ),
-                    )
-                if quality is not None:
-                    ratio = quality.ratio
-                    yield _evaluation(
-                        target, QUALITY, key, passed=ratio is None or ratio >= min_ratio,
-                        metadata={
-                            "expected_min_good_ratio": min_ratio,
-                            "actual_good_ratio": dg.MetadataValue.float(
-                                round(ratio, 4) if ratio is not None else 1.0
-                            ),
-                            "points": quality.points,
-                            "good_points": quality.good,
-                            "worst_tags": dg.MetadataValue.json(quality.worst),
-                        },
-                        description=(
-                            "no points" if ratio is None
-                            else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
-                        ),
-                    )
-                if eu is not None:
-                    yield _evaluation(
-                        target, EU_RANGE, key, passed=eu.outside == 0,
-                        metadata={
-                            "expected_values_outside": 0,
-                            "actual_values_outside": eu.outside,
-                            "values_checked": eu.checked,
-                            "offenders": dg.MetadataValue.json(eu.offenders),
-                        },
-                        description=(
-                            f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]"
-                        ),
-                    )
-        yield from _outputs(content_specs, selected)
+        groups = _chunks(context.partition_keys, warehouse)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
+        try:
+            counting = {
+                group.chunk: pool.submit(source_counts, client, group.tags, list(group.days))
+                for group in groups
+                if ROWCOUNT in selected
+            }
+            stored: dict[str, dict[date, dict[str, int]]] = {}
+            for group in groups:
+                with store.connect() as conn:
+                    summary = summarize(conn, store.database, group.tags, list(group.days), now)
+                    db = store.database
+                    dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
+                    windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
+                quality = quality_report(summary) if QUALITY in selected else {}
+                eu = eu_range_report(summary) if EU_RANGE in selected else {}
+                stored[group.chunk] = stored_counts(summary)
+                for day, key in group.days.items():
+                    yield from _content_evaluations(
+                        key, day, targets.get(key), min_ratio,
+                        dups.get(day), windows.get(day), quality.get(day), eu.get(day),
+                    )  # fmt: skip
+            for group in groups:
+                if group.chunk in counting:
+                    expected = counting[group.chunk].result()
+                    for day, key in group.days.items():
+                        yield _rowcount_evaluation(
+                            key, targets.get(key), expected[day], stored[group.chunk][day]
+                        )
+        finally:
+            pool.shutdown(cancel_futures=True)
+        for spec_ in specs:
+            if spec_.name in selected:
+                yield dg.Output(None, output_name=spec_.get_python_identifier())
 
-    return [history_source_count_checks, history_content_checks]
+    return [history_checks]
+
+
+def _rowcount_evaluation(
+    key: str,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+    expected: dict[str, int],
+    actual: dict[str, int],
+) -> dg.AssetCheckEvaluation:
+    want, have = sum(expected.values()), sum(actual.values())
+    mismatches = count_mismatches(expected, actual)
+    return _evaluation(
+        target, ROWCOUNT, key, passed=want == have and not mismatches,
+        metadata={
+            "expected_rows_historian": want,
+            "actual_rows_clickhouse": have,
+            "difference": have - want,
+            "tags": len(actual),
+            "tags_differing": len(mismatches),
+            "differing_tags": dg.MetadataValue.json(mismatches[:20]),
+        },
+        description=f"historian {want} rows, ClickHouse {have} rows",
+    )  # fmt: skip
+
+
+def _content_evaluations(
+    key: str,
+    day: date,
+    target: AssetCheckEvaluationTargetMaterializationData | None,
+    min_ratio: float,
+    dups: Duplicates | None,
+    window: WindowReport | None,
+    quality: QualityReport | None,
+    eu: RangeReport | None,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One partition's evaluations of the ClickHouse-side checks that ran (a report is given)."""
+    if dups is not None:
+        yield _evaluation(
+            target, NO_DUPLICATES, key, passed=dups.keys == 0,
+            metadata={
+                "expected_duplicate_keys": 0,
+                "actual_duplicate_keys": dups.keys,
+                "extra_rows": dups.extra_rows,
+                "samples": dg.MetadataValue.json(dups.samples),
+            },
+            description=f"{dups.keys} duplicated (TagName, DateTime) keys",
+        )
+    if window is not None:
+        start, end = day_bounds(day)
+        bad = window.outside_window + window.in_future
+        yield _evaluation(
+            target, IN_WINDOW, key, passed=bad == 0,
+            metadata={
+                "window_start": start.isoformat(),
+                "window_end": end.isoformat(),
+                "expected_rows_outside": 0,
+                "actual_rows_outside_window": window.outside_window,
+                "actual_rows_in_future": window.in_future,
+                "load_id": str(window.load_id or ""),
+                "samples": dg.MetadataValue.json(window.samples),
+            },
+            description=(
+                f"{window.outside_window} rows outside the window, {window.in_future} in the future"
+            ),
+        )
+    if quality is not None:
+        ratio = quality.ratio
+        yield _evaluation(
+            target, QUALITY, key, passed=ratio is None or ratio >= min_ratio,
+            metadata={
+                "expected_min_good_ratio": min_ratio,
+                "actual_good_ratio": dg.MetadataValue.float(
+                    round(ratio, 4) if ratio is not None else 1.0
+                ),
+                "points": quality.points,
+                "good_points": quality.good,
+                "worst_tags": dg.MetadataValue.json(quality.worst),
+            },
+            description=(
+                "no points" if ratio is None else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
+            ),
+        )
+    if eu is not None:
+        yield _evaluation(
+            target, EU_RANGE, key, passed=eu.outside == 0,
+            metadata={
+                "expected_values_outside": 0,
+                "actual_values_outside": eu.outside,
+                "values_checked": eu.checked,
+                "offenders": dg.MetadataValue.json(eu.offenders),
+            },
+            description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
+        )
+
+
 
 
 def build_sync_freshness_check(settings: Settings) -> dg.AssetChecksDefinition:
