@@ -249,8 +249,6 @@ def _account(stats: SliceStats, group: pa.Table) -> None:
     )
 
 
-
-
 # ---------------------------------------------------------------- reading back
 
 

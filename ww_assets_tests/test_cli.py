@@ -73,6 +73,18 @@ def test_doctor_reports_each_system_and_fails_on_an_unreachable_historian(tmp_pa
     assert lines[2].split()[1] == "ok" and lines[3].split()[1] == "ok"
 
 
+def test_doctor_fails_on_an_unreachable_clickhouse_server(tmp_path: Path) -> None:
+    """CLICKHOUSE_HOST set: the warehouse is the server through dagster-clickhouse (real
+    clickhouse-driver against a closed port), and the failure names it."""
+    env = _env(WW_HOME=str(tmp_path))
+    assert _run([str(WW), "simulate", "create", "--days", "0.1", "--tags", "5"], env).returncode == 0
+    port = free_port()  # nothing listens there
+    result = _run([str(WW), "doctor"], {**env, "CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port)})
+    assert result.returncode == 1
+    warehouse = next(line for line in result.stdout.splitlines() if line.startswith("warehouse"))
+    assert warehouse.split()[1] == "FAIL" and f"127.0.0.1:{port}" in warehouse, warehouse
+
+
 def test_doctor_passes_on_embedded_defaults(tmp_path: Path) -> None:
     env = _env(WW_HOME=str(tmp_path))
     assert _run([str(WW), "simulate", "create", "--days", "0.1", "--tags", "5"], env).returncode == 0

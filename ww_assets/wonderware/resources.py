@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import dagster as dg
-from dagster_clickhouse import ClickhouseResource
 
 from ww_assets.config import Settings
 from ww_assets.historian import (
@@ -86,6 +85,9 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def warehouse(self) -> Warehouse:
         if self.host:
+            # Imported here: clickhouse-driver costs every run and sensor process ~0.2 s.
+            from dagster_clickhouse import ClickhouseResource
+
             server = ClickhouseResource(
                 host=self.host,
                 port=self.port,
