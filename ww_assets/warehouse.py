@@ -15,7 +15,7 @@ import fcntl
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,49 @@ class Warehouse(Protocol):
         ...
 
     def describe(self) -> str: ...
+
+
+class HeldSessions:
+    """`inner` whose session stays open from one `connect()` block to the next, for up to
+    `hold_s` seconds since it opened; then it closes at the end of a block, so a process
+    waiting for embedded ClickHouse gets in between two partitions. An error in a block
+    closes it. Opening an embedded session costs 20-150 ms (more with more parts): a run of
+    many small partitions pays that once per `hold_s` instead of once per partition.
+    Use as a context manager; leaving it closes the session."""
+
+    def __init__(self, inner: Warehouse, hold_s: float) -> None:
+        self.inner, self.hold_s, self.database = inner, hold_s, inner.database
+        self._session: ExitStack | None = None
+        self._conn: WarehouseConnection | None = None
+        self._opened = 0.0
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    @contextmanager
+    def connect(self) -> Iterator[WarehouseConnection]:
+        if self._conn is None:
+            session = ExitStack()
+            self._conn = session.enter_context(self.inner.connect())
+            self._session, self._opened = session, time.monotonic()
+        try:
+            yield self._conn
+        except BaseException:
+            self.close()
+            raise
+        if time.monotonic() - self._opened >= self.hold_s:
+            self.close()
+
+    def close(self) -> None:
+        session, self._session, self._conn = self._session, None, None
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> HeldSessions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # Rows are stored as given: no ReplacingMergeTree collapse inside an insert block (a source

@@ -13,7 +13,7 @@ from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
-from ww_assets.warehouse import Warehouse
+from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
     history_partitions,
@@ -32,6 +32,9 @@ from ww_assets.wonderware.retries import (
 
 TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
 HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
+
+SESSION_HOLD_S = 5.0
+"""How long the history asset keeps one warehouse session across partitions."""
 
 
 def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
@@ -108,47 +111,50 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         initial rows, no boundary duplicates. Reruns and range runs leave the same rows."""
         started = time.monotonic()
         client = historian.client()
-        store = warehouse.warehouse()
         keys = sorted(context.partition_keys)
-        with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
-            tags_by_chunk = read_active_tags(store)
         records: list[dg.TableRecord] = []
         total = SliceStats()
         # Dagster and the code location leave ~130k objects that every full garbage collection
         # walks, while each fetched batch allocates 100k row tuples: freezing them saves ~10 %.
         gc.freeze()
         try:
-            for number, key in enumerate(keys, start=1):
-                chunk, day = split_key(key)
-                tags = tags_by_chunk.get(chunk, [])
-                if not tags:
-                    raise dg.Failure(
-                        f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                        "materialize wonderware/tags first",
-                        allow_retries=False,
+            # One session serves consecutive partitions for up to SESSION_HOLD_S (opening one
+            # costs 20-150 ms); the sync and the checks wait at most that plus one partition.
+            with HeldSessions(warehouse.warehouse(), SESSION_HOLD_S) as store:
+                with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
+                    tags_by_chunk = read_active_tags(store)
+                for number, key in enumerate(keys, start=1):
+                    chunk, day = split_key(key)
+                    tags = tags_by_chunk.get(chunk, [])
+                    if not tags:
+                        raise dg.Failure(
+                            f"tag chunk {chunk} has no active tags in WonderwareTags: "
+                            "materialize wonderware/tags first",
+                            allow_retries=False,
+                        )
+                    start, end = day_bounds(day)
+                    stats = with_retries(
+                        context,
+                        f"partition {key}",
+                        partial(copy_slice, client, store, tags, start, end),
+                        settings.backoff(),
                     )
-                start, end = day_bounds(day)
-                stats = with_retries(
-                    context,
-                    f"partition {key}",
-                    partial(copy_slice, client, store, tags, start, end),
-                    settings.backoff(),
-                )
-                total.merge(stats)
-                if stats.rejected:
-                    context.log.warning(
-                        f"partition {key}: the historian returned {stats.rejected} rows "
-                        "without a DateTime; they cannot be stored and were skipped"
+                    total.merge(stats)
+                    if stats.rejected:
+                        context.log.warning(
+                            f"partition {key}: the historian returned {stats.rejected} rows "
+                            "without a DateTime; they cannot be stored and were skipped"
+                        )
+                    context.log.info(
+                        f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
+                        f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
                     )
-                context.log.info(
-                    f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
-                    f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
-                )
-                records.append(
-                    dg.TableRecord(
-                        {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
+                    records.append(
+                        dg.TableRecord(
+                            {"partition": key, "rows": stats.rows,
+                             "tags": len(stats.tags_with_rows)}
+                        )
                     )
-                )
         finally:
             gc.unfreeze()
         elapsed = time.monotonic() - started
