@@ -27,7 +27,14 @@ import pyarrow as pa
 from ww_assets.config import Settings
 from ww_assets.historian import EmulatorHistorian, rows_to_batch
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import HISTORY_TABLE, ensure_schema, read_active_tags, replace_slice
+from ww_assets.history_store import (
+    HISTORY_TABLE,
+    INSERT_ROWS,
+    ensure_schema,
+    read_active_tags,
+    regroup,
+    replace_slice,
+)
 from ww_assets.schema import COLUMN_NAMES, HISTORY_COLUMNS, LOAD_ID_COLUMN
 from ww_assets.warehouse import ChdbWarehouse
 
@@ -89,10 +96,10 @@ def _count(store: ChdbWarehouse) -> int:
     return int(table.column("n")[0].as_py())
 
 
-def _with_load_id(table: pa.Table | pa.RecordBatch, load_id: int) -> pa.Table:
-    if isinstance(table, pa.RecordBatch):
-        table = pa.Table.from_batches([table])
-    return table.append_column(LOAD_ID_COLUMN, pa.array([load_id] * table.num_rows, pa.uint64()))
+def _with_load_id(table: pa.Table, load_id: int) -> pa.Table:
+    return table.append_column(
+        LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.uint64()), table.num_rows)
+    )
 
 
 # ---------------------------------------------------------------- bare copy
@@ -100,9 +107,10 @@ def _with_load_id(table: pa.Table | pa.RecordBatch, load_id: int) -> pa.Table:
 
 def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> dict[str, Any]:
     """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
-    session for the whole copy, each read batch inserted as it comes, no clip, no regroup,
-    no delete, no Dagster. `seconds` runs from the process start (interpreter and imports
-    included, as in a ww run) to the last insert; `copy_s` is the copy alone."""
+    session for the whole copy, the read batches inserted in the pipeline's groups of
+    `INSERT_ROWS`, no clip, no delete, no Dagster. `seconds` runs from the process start
+    (interpreter and imports included, as in a ww run) to the last insert; `copy_s` is the
+    copy alone."""
     settings = Settings.from_env()
     parts = _partitions(chunks, first_day, days)
     historian, store = _historian(settings, data), _warehouse(settings)
@@ -110,10 +118,11 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
     started = time.perf_counter()
     with store.connect() as conn:
         ensure_schema(conn, store.database)
-        for _, tags, start, end in parts:
-            for batch in historian.read_history(tags, start, end):
-                conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(batch, 1))
-                rows += batch.num_rows
+        read = (pa.Table.from_batches([batch]) for _, tags, start, end in parts
+                for batch in historian.read_history(tags, start, end))
+        for group in regroup(read, INSERT_ROWS):
+            conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(group, 1))
+            rows += group.num_rows
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
             "cpu_s": time.process_time(), "stored": _count(store)}

@@ -127,6 +127,9 @@ def tag_watermarks(
 
 # ---------------------------------------------------------------- slice replacement
 
+INSERT_ROWS = 200_000
+"""Rows per insert: fewer, larger parts than the fetch batches give (measured faster)."""
+
 
 @dataclass
 class SliceStats:
@@ -157,7 +160,7 @@ def replace_slice(
     end: datetime,
     batches: Iterable[pa.RecordBatch],
     *,
-    insert_rows: int = 200_000,
+    insert_rows: int = INSERT_ROWS,
     on_batch: Callable[[SliceStats], None] | None = None,
 ) -> SliceStats:
     """Make the rows of `tags` in [start, end) exactly those in `batches`.
@@ -172,7 +175,7 @@ def replace_slice(
     load_id = time.time_ns()
     stats = SliceStats()
     table = f"{warehouse.database}.{HISTORY_TABLE}"
-    groups = _regroup(_clip(batches, tags, start, end, stats), insert_rows)
+    groups = regroup(_clip(batches, tags, start, end, stats), insert_rows)
     first = next(groups, None)
     where = (
         "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
@@ -224,7 +227,8 @@ def _clip(
             yield kept
 
 
-def _regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """`tables` as tables of at least `rows` rows each (the last one may be smaller)."""
     pending: list[pa.Table] = []
     size = 0
     for table in tables:
