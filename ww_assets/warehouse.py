@@ -4,9 +4,9 @@
 insert Arrow). Query parameters use ClickHouse's `{name:Type}` syntax on both backends.
 
 chDB opens a data directory in one process at a time (DESIGN §6), so every embedded session is
-taken under an exclusive file lock and kept short (one partition's load, one check step's
-queries, one CLI command): a backfill run, the sync, a check and the CLI queue for seconds at
-most instead of failing.
+taken under an exclusive file lock and kept short (one partition's load or up to 5 s of a run's
+consecutive partitions, one check step's queries, one CLI command): a backfill run, the sync,
+a check and the CLI queue for seconds at most instead of failing.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ from ww_assets.quality_sql import (
     summarize,
     window_report,
 )
-from ww_assets.wonderware.assets import HISTORY_KEY
+from ww_assets.warehouse import HeldSessions, Warehouse
+from ww_assets.wonderware.assets import HISTORY_KEY, SESSION_HOLD_S
 from ww_assets.wonderware.partitions import history_partitions, split_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 from ww_assets.wonderware.sync import SYNC_KEY
@@ -71,8 +72,8 @@ class _Chunk:
     """Partition key of each day, in day order."""
 
 
-def _chunks(keys: Sequence[str], warehouse: WarehouseResource) -> list[_Chunk]:
-    tags_by_chunk = read_active_tags(warehouse.warehouse())
+def _chunks(keys: Sequence[str], store: Warehouse) -> list[_Chunk]:
+    tags_by_chunk = read_active_tags(store)
     chunks: dict[str, _Chunk] = {}
     for key in sorted(keys):
         chunk, day = split_key(key)
@@ -180,10 +181,10 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
         client = historian.client()
-        store = warehouse.warehouse()
+        store = HeldSessions(warehouse.warehouse(), SESSION_HOLD_S)
         now = datetime.now(timezone.utc)
         targets = _latest_materializations(context)
-        groups = _chunks(context.partition_keys, warehouse)
+        groups = _chunks(context.partition_keys, store)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
         try:
             counting = {
@@ -206,6 +207,7 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
                         key, day, targets.get(key), min_ratio,
                         dups.get(day), windows.get(day), quality.get(day), eu.get(day),
                     )  # fmt: skip
+            store.close()  # the historian's counts need no ClickHouse
             for group in groups:
                 if group.chunk in counting:
                     expected = counting[group.chunk].result()
@@ -214,6 +216,7 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
                             key, targets.get(key), expected[day], stored[group.chunk][day]
                         )
         finally:
+            store.close()
             pool.shutdown(cancel_futures=True)
         for spec_ in specs:
             if spec_.name in selected:
