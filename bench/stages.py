@@ -34,8 +34,9 @@ from ww_assets.history_store import (
     read_active_tags,
     regroup,
     replace_slice,
+    with_load_id,
 )
-from ww_assets.schema import COLUMN_NAMES, HISTORY_COLUMNS, LOAD_ID_COLUMN
+from ww_assets.schema import COLUMN_NAMES, HISTORY_COLUMNS
 from ww_assets.warehouse import ChdbWarehouse
 
 Partition = tuple[str, list[str], datetime, datetime]
@@ -96,12 +97,6 @@ def _count(store: ChdbWarehouse) -> int:
     return int(table.column("n")[0].as_py())
 
 
-def _with_load_id(table: pa.Table, load_id: int) -> pa.Table:
-    return table.append_column(
-        LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.uint64()), table.num_rows)
-    )
-
-
 # ---------------------------------------------------------------- bare copy
 
 
@@ -121,7 +116,7 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
         read = (pa.Table.from_batches([batch]) for _, tags, start, end in parts
                 for batch in historian.read_history(tags, start, end))
         for group in regroup(read, INSERT_ROWS):
-            conn.insert(f"{store.database}.{HISTORY_TABLE}", _with_load_id(group, 1))
+            conn.insert(f"{store.database}.{HISTORY_TABLE}", with_load_id(group, 1))
             rows += group.num_rows
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,

@@ -130,6 +130,23 @@ def tag_watermarks(
 INSERT_ROWS = 200_000
 """Rows per insert: fewer, larger parts than the fetch batches give (measured faster)."""
 
+SLICE = (
+    "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
+    "AND DateTime < {end:DateTime64(3, 'UTC')}"
+)
+"""The rows of a slice (`tags` in [start, end)); its parameters come from `slice_params`."""
+
+
+def slice_params(tags: Iterable[str], start: datetime, end: datetime) -> dict[str, object]:
+    return {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)}
+
+
+def with_load_id(table: pa.Table, load_id: int) -> pa.Table:
+    """`table` with the `LoadId` column that marks the load its rows belong to."""
+    return table.append_column(
+        LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.uint64()), table.num_rows)
+    )
+
 
 @dataclass
 class SliceStats:
@@ -177,17 +194,11 @@ def replace_slice(
     table = f"{warehouse.database}.{HISTORY_TABLE}"
     groups = regroup(_clip(batches, tags, start, end, stats), insert_rows)
     first = next(groups, None)
-    where = (
-        "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
-        f"AND DateTime < {{end:DateTime64(3, 'UTC')}} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
-    )
-    params = {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
+    where = f"{SLICE} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
+    params = {**slice_params(tags, start, end), "load_id": load_id}
     with warehouse.connect() as conn:
         for group in itertools.chain([first] if first is not None else [], groups):
-            data = group.append_column(
-                LOAD_ID_COLUMN, pa.repeat(pa.scalar(load_id, pa.uint64()), group.num_rows)
-            )
-            conn.insert(table, data)
+            conn.insert(table, with_load_id(group, load_id))
             _account(stats, group)
             if on_batch:
                 on_batch(stats)
@@ -260,9 +271,8 @@ def slice_row_count(
     conn: WarehouseConnection, database: str, tags: list[str], start: datetime, end: datetime
 ) -> int:
     table = conn.query(
-        f"SELECT count() AS n FROM {database}.{HISTORY_TABLE} WHERE TagName IN {{tags:Array(String)}} "
-        "AND DateTime >= {start:DateTime64(3, 'UTC')} AND DateTime < {end:DateTime64(3, 'UTC')}",
-        {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)},
+        f"SELECT count() AS n FROM {database}.{HISTORY_TABLE} WHERE {SLICE}",
+        slice_params(tags, start, end),
     )
     return int(table.column("n")[0].as_py())
 

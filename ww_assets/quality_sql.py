@@ -13,22 +13,12 @@ from datetime import date, datetime, timezone
 
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds, naive_utc
-from ww_assets.history_store import HISTORY_TABLE, TAGS_TABLE
+from ww_assets.history_store import HISTORY_TABLE, SLICE, TAGS_TABLE, slice_params
 from ww_assets.warehouse import Warehouse, WarehouseConnection
 
 ROLLUP_TABLE = "WonderwareHistoryAggregated"
 GOOD_QUALITY = 0
 """`History.Quality` of a good point (1 bad, 16 doubtful; DESIGN §2)."""
-
-_SLICE = (
-    "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
-    "AND DateTime < {end:DateTime64(3, 'UTC')}"
-)
-
-
-def _slice_params(tags: Iterable[str], start: datetime, end: datetime) -> dict[str, object]:
-    return {"tags": list(tags), "start": naive_utc(start), "end": naive_utc(end)}
-
 
 # ---------------------------------------------------------------- per-partition checks
 #
@@ -47,7 +37,7 @@ _FUTURE = (
 def _days_params(tags: Iterable[str], days: Iterable[date]) -> dict[str, object]:
     """The slice parameters spanning `days` (first to last; callers keep only `days`)."""
     ordered = sorted(days)
-    return _slice_params(tags, day_bounds(ordered[0])[0], day_bounds(ordered[-1])[1])
+    return slice_params(tags, day_bounds(ordered[0])[0], day_bounds(ordered[-1])[1])
 
 
 def count_mismatches(
@@ -125,7 +115,7 @@ def summarize(
         f"SELECT {_DAY} AS day, TagName, DateTime, LoadId, Quality, Value, {_FUTURE} AS future, "
         "lagInFrame(toNullable(DateTime)) OVER (PARTITION BY TagName ORDER BY DateTime "
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS previous "
-        f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE}) GROUP BY day, TagName "
+        f"FROM {database}.{HISTORY_TABLE} WHERE {SLICE}) GROUP BY day, TagName "
         # reading in the table's order (TagName, DateTime) spares the window a sort: half the time
         "ORDER BY day, TagName SETTINGS optimize_read_in_window_order = 1",
         {**_days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY,
@@ -186,9 +176,9 @@ def duplicate_keys(
         rows = conn.query(
             "SELECT TagName, toString(DateTime) AS DateTime, n FROM ("
             f"SELECT TagName, DateTime, count() AS n FROM {database}.{HISTORY_TABLE} "
-            f"WHERE {_SLICE} GROUP BY TagName, DateTime HAVING n > 1) "
+            f"WHERE {SLICE} GROUP BY TagName, DateTime HAVING n > 1) "
             "ORDER BY n DESC, TagName, DateTime",
-            _slice_params(summary.tags, *day_bounds(day)),
+            slice_params(summary.tags, *day_bounds(day)),
         ).to_pylist()
         found[day] = Duplicates(
             keys=len(rows),
@@ -203,7 +193,6 @@ def duplicate_keys(
 class WindowReport:
     load_id: int | None
     """The slice's oldest load: the partition's own load, since it deleted every older one."""
-    load_rows: int
     outside_window: int
     in_future: int
     samples: list[dict[str, object]]
@@ -215,15 +204,13 @@ def window_report(
     """Per day: rows that the day's load wrote outside the day, and rows of the day dated
     in the future (after `summary.now`, or after the moment they were loaded)."""
     loads = {
-        day: (min(t.load_id for t in tag_days), sum(t.rows for t in tag_days))
-        for day, tag_days in summary.days.items()
-        if tag_days
+        day: min(t.load_id for t in tag_days) for day, tag_days in summary.days.items() if tag_days
     }
     outside: dict[object, int] = {}
     outside_rows: dict[object, list[dict[str, object]]] = {}
     params = _days_params(summary.tags, summary.days)
     if loads:
-        ids, load_days = zip(*((load_id, day) for day, (load_id, _) in loads.items()))
+        ids, load_days = zip(*((load_id, day) for day, load_id in loads.items()))
         # The loads' rows anywhere in their tags' history: the LoadId skip index reads only
         # the granules that hold them, however long the history is.
         where = (
@@ -244,22 +231,21 @@ def window_report(
     future_rows: dict[object, list[dict[str, object]]] = {}
     if any(t.future for tag_days in summary.days.values() for t in tag_days):
         future_rows = _offenders(
-            conn, database, f"{_SLICE} AND {_FUTURE}",
+            conn, database, f"{SLICE} AND {_FUTURE}",
             {**params, "now": naive_utc(summary.now)}, _DAY, samples,
         )  # fmt: skip
     reports = {}
     for day, tag_days in summary.days.items():
         if day not in loads:
-            reports[day] = WindowReport(None, 0, 0, 0, [])
+            reports[day] = WindowReport(None, 0, 0, [])
             continue
-        load_id, rows = loads[day]
+        load_id = loads[day]
         listed = [{**r, "problem": "outside window"} for r in outside_rows.get(load_id, [])] + [
             {**r, "problem": "in the future"} for r in future_rows.get(day, [])
         ]
         reports[day] = WindowReport(
-            load_id, rows, outside.get(load_id, 0), sum(t.future for t in tag_days),
-            listed[:samples],
-        )  # fmt: skip
+            load_id, outside.get(load_id, 0), sum(t.future for t in tag_days), listed[:samples]
+        )
     return reports
 
 
@@ -363,7 +349,7 @@ def counts_by_day_and_tag(
     """Rows per (UTC day, tag) for the days first..last."""
     table = conn.query(
         f"SELECT {_DAY} AS day, TagName, count() AS n "
-        f"FROM {database}.{HISTORY_TABLE} WHERE {_SLICE} GROUP BY day, TagName",
+        f"FROM {database}.{HISTORY_TABLE} WHERE {SLICE} GROUP BY day, TagName",
         _days_params(tags, [first, last]),
     )
     return {(r["day"], r["TagName"]): int(r["n"]) for r in table.to_pylist()}

@@ -46,6 +46,10 @@ class Warehouse(Protocol):
     def describe(self) -> str: ...
 
 
+SESSION_HOLD_S = 5.0
+"""How long `HeldSessions` keeps one session across a run's consecutive partitions."""
+
+
 class HeldSessions:
     """`inner` whose session stays open from one `connect()` block to the next, for up to
     `hold_s` seconds since it opened; then it closes at the end of a block, so a process
@@ -54,7 +58,7 @@ class HeldSessions:
     many small partitions pays that once per `hold_s` instead of once per partition.
     Use as a context manager; leaving it closes the session."""
 
-    def __init__(self, inner: Warehouse, hold_s: float) -> None:
+    def __init__(self, inner: Warehouse, hold_s: float = SESSION_HOLD_S) -> None:
         self.inner, self.hold_s, self.database = inner, hold_s, inner.database
         self._session: ExitStack | None = None
         self._conn: WarehouseConnection | None = None

@@ -2,7 +2,8 @@
 
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
 
@@ -33,8 +34,6 @@ from ww_assets.wonderware.retries import (
 TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
 HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
 
-SESSION_HOLD_S = 5.0
-"""How long the history asset keeps one warehouse session across partitions."""
 
 
 def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
@@ -114,49 +113,42 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         keys = sorted(context.partition_keys)
         records: list[dg.TableRecord] = []
         total = SliceStats()
-        # Dagster and the code location leave ~130k objects that every full garbage collection
-        # walks, while each fetched batch allocates 100k row tuples: freezing them saves ~10 %.
-        gc.freeze()
-        try:
-            # One session serves consecutive partitions for up to SESSION_HOLD_S (opening one
-            # costs 20-150 ms); the sync and the checks wait at most that plus one partition.
-            with HeldSessions(warehouse.warehouse(), SESSION_HOLD_S) as store:
-                with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
-                    tags_by_chunk = read_active_tags(store)
-                for number, key in enumerate(keys, start=1):
-                    chunk, day = split_key(key)
-                    tags = tags_by_chunk.get(chunk, [])
-                    if not tags:
-                        raise dg.Failure(
-                            f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                            "materialize wonderware/tags first",
-                            allow_retries=False,
-                        )
-                    start, end = day_bounds(day)
-                    stats = with_retries(
-                        context,
-                        f"partition {key}",
-                        partial(copy_slice, client, store, tags, start, end),
-                        settings.backoff(),
+        # One session serves consecutive partitions for up to 5 s (`HeldSessions`: opening one
+        # costs 20-150 ms); the sync and the checks wait at most that plus one partition.
+        with _gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
+            with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
+                tags_by_chunk = read_active_tags(store)
+            for number, key in enumerate(keys, start=1):
+                chunk, day = split_key(key)
+                tags = tags_by_chunk.get(chunk, [])
+                if not tags:
+                    raise dg.Failure(
+                        f"tag chunk {chunk} has no active tags in WonderwareTags: "
+                        "materialize wonderware/tags first",
+                        allow_retries=False,
                     )
-                    total.merge(stats)
-                    if stats.rejected:
-                        context.log.warning(
-                            f"partition {key}: the historian returned {stats.rejected} rows "
-                            "without a DateTime; they cannot be stored and were skipped"
-                        )
-                    context.log.info(
-                        f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
-                        f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
+                start, end = day_bounds(day)
+                stats = with_retries(
+                    context,
+                    f"partition {key}",
+                    partial(copy_slice, client, store, tags, start, end),
+                    settings.backoff(),
+                )
+                total.merge(stats)
+                if stats.rejected:
+                    context.log.warning(
+                        f"partition {key}: the historian returned {stats.rejected} rows "
+                        "without a DateTime; they cannot be stored and were skipped"
                     )
-                    records.append(
-                        dg.TableRecord(
-                            {"partition": key, "rows": stats.rows,
-                             "tags": len(stats.tags_with_rows)}
-                        )
+                context.log.info(
+                    f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
+                    f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
+                )
+                records.append(
+                    dg.TableRecord(
+                        {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
                     )
-        finally:
-            gc.unfreeze()
+                )
         elapsed = time.monotonic() - started
         return dg.MaterializeResult(
             metadata={
@@ -182,6 +174,17 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         )
 
     return history
+
+
+@contextmanager
+def _gc_frozen() -> Iterator[None]:
+    """Dagster and the code location leave ~130k objects that every full garbage collection
+    walks, while each fetched batch allocates 100k row tuples: freezing them saves ~10 %."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def copy_slice(

@@ -39,7 +39,7 @@ from ww_assets.quality_sql import (
     window_report,
 )
 from ww_assets.warehouse import HeldSessions, Warehouse
-from ww_assets.wonderware.assets import HISTORY_KEY, SESSION_HOLD_S
+from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.partitions import history_partitions, split_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 from ww_assets.wonderware.sync import SYNC_KEY
@@ -181,7 +181,7 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
         client = historian.client()
-        store = HeldSessions(warehouse.warehouse(), SESSION_HOLD_S)
+        store = HeldSessions(warehouse.warehouse())
         now = datetime.now(timezone.utc)
         targets = _latest_materializations(context)
         groups = _chunks(context.partition_keys, store)
