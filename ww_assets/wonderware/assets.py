@@ -14,6 +14,7 @@ from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
+from ww_assets.read_ahead import read_ahead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
@@ -33,7 +34,6 @@ from ww_assets.wonderware.retries import (
 
 TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
 HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
-
 
 
 def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
@@ -190,5 +190,7 @@ def _gc_frozen() -> Iterator[None]:
 def copy_slice(
     client: HistorianClient, store: Warehouse, tags: Sequence[str], start: datetime, end: datetime
 ) -> SliceStats:
-    """Replace the slice of `tags` in [start, end) with what the historian stores there."""
-    return replace_slice(store, list(tags), start, end, client.read_history(tags, start, end))
+    """Replace the slice of `tags` in [start, end) with what the historian stores there; the
+    historian's next batches are fetched while the current ones are inserted."""
+    batches = read_ahead(client.read_history(tags, start, end))
+    return replace_slice(store, list(tags), start, end, batches)

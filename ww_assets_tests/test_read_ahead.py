@@ -1,0 +1,111 @@
+"""read_ahead: the source's items in order, at most `depth` ahead, its errors raised to the
+caller, and the source closed in its own thread however the caller stops; then a partition
+copied through it from the emulator (a real SQLite connection, opened in the worker thread)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from bench.data import write_dataset
+from ww_assets.historian import EmulatorHistorian, HistorianError
+from ww_assets.read_ahead import read_ahead
+
+
+def _read_ahead_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "read-ahead")
+
+
+class _Source:
+    """A generator source that records how far ahead of the caller it ran and how it ended."""
+
+    def __init__(self, n: int, fail_at: int | None = None) -> None:
+        self.n, self.fail_at = n, fail_at
+        self.consumed = 0
+        self.lead: list[int] = []
+        self.closed_in: int | None = None
+        self.produced = 0
+
+    def __iter__(self) -> Iterator[int]:
+        try:
+            for i in range(self.n):
+                if i == self.fail_at:
+                    raise HistorianError(f"historian dropped the connection at item {i}")
+                self.lead.append(i - self.consumed)
+                self.produced += 1
+                yield i
+        finally:
+            self.closed_in = threading.get_ident()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_items_arrive_in_order_and_never_more_than_depth_ahead(depth: int) -> None:
+    source = _Source(40)
+    got = []
+    for item in read_ahead(source, depth):
+        got.append(item)
+        time.sleep(0.002)  # a slow caller: the worker would run ahead if it could
+        source.consumed += 1
+    assert got == list(range(40))
+    # Item i is fetched once the caller holds item i - depth - 1 at the latest: `depth` queued
+    # and one in the caller's hands.
+    assert max(source.lead) <= depth + 1
+    assert source.closed_in not in (None, threading.get_ident())
+    assert _read_ahead_threads() == 0
+
+
+def test_a_source_error_reaches_the_caller_after_the_items_before_it() -> None:
+    source = _Source(10, fail_at=3)
+    got = []
+    with pytest.raises(HistorianError, match="at item 3"):
+        for item in read_ahead(source):
+            got.append(item)
+    assert got == [0, 1, 2]
+    assert _read_ahead_threads() == 0
+
+
+def test_a_caller_that_stops_early_stops_the_worker_and_closes_the_source() -> None:
+    source = _Source(1_000)
+    items = read_ahead(source, depth=2)
+    assert next(items) == 0
+    items.close()  # what a failed insert or a terminated run does to the generator
+    assert source.closed_in is not None and source.closed_in != threading.get_ident()
+    assert source.produced <= 4  # the worker stopped instead of reading the rest
+    assert _read_ahead_threads() == 0
+
+
+def test_a_caller_error_midway_leaves_no_worker_behind() -> None:
+    source = _Source(1_000)
+    with pytest.raises(ZeroDivisionError):
+        for item in read_ahead(source):
+            if item == 5:
+                1 / 0
+    assert source.closed_in is not None
+    assert _read_ahead_threads() == 0
+
+
+def test_depth_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="depth must be positive"):
+        next(read_ahead([1], depth=0))
+
+
+def test_the_emulator_is_read_through_it_whole_or_abandoned(tmp_path: Path) -> None:
+    path = tmp_path / "historian.sqlite"
+    tags = list(write_dataset(path, 4, 1, date(2025, 6, 1), 60_000).tags)
+    historian = EmulatorHistorian(path, tag_types=(1, 2, 3), batch_rows=500)
+    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    end = datetime(2025, 6, 2, tzinfo=timezone.utc)
+    direct = [b.to_pylist() for b in historian.read_history(tags, start, end)]
+    ahead = [b.to_pylist() for b in read_ahead(historian.read_history(tags, start, end))]
+    assert len(direct) > 2 and ahead == direct
+    # Abandoned after one batch: the SQLite connection, opened in the worker, is closed there
+    # (closing it from the caller's thread would raise ProgrammingError).
+    items = read_ahead(historian.read_history(tags, start, end))
+    assert next(items).num_rows == 500
+    items.close()
+    assert _read_ahead_threads() == 0
