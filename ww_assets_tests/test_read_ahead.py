@@ -14,7 +14,7 @@ import pytest
 
 from bench.data import write_dataset
 from ww_assets.historian import EmulatorHistorian, HistorianError
-from ww_assets.read_ahead import read_ahead
+from ww_assets.read_ahead import ReadsAhead, read_ahead
 
 
 def _read_ahead_threads() -> int:
@@ -81,17 +81,89 @@ def test_a_caller_that_stops_early_stops_the_worker_and_closes_the_source() -> N
 
 def test_a_caller_error_midway_leaves_no_worker_behind() -> None:
     source = _Source(1_000)
-    with pytest.raises(ZeroDivisionError):
-        for item in read_ahead(source):
+    with pytest.raises(ZeroDivisionError), read_ahead(source) as items:
+        for item in items:
             if item == 5:
                 1 / 0
-    assert source.closed_in is not None
+    assert source.closed_in is not None and source.produced <= 9
     assert _read_ahead_threads() == 0
+
+
+def test_a_dropped_reader_stops_its_worker() -> None:
+    source = _Source(1_000)
+    items = read_ahead(source)
+    assert next(items) == 0
+    del items  # no close(): the worker notices and closes the source itself
+    deadline = time.monotonic() + 5
+    while source.closed_in is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert source.closed_in is not None and source.produced <= 4
 
 
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth must be positive"):
         next(read_ahead([1], depth=0))
+
+
+class _Reads:
+    """Sources 0..n-1 of `items` items each that log when each is opened and closed."""
+
+    def __init__(self, n: int, items: int) -> None:
+        self.items, self.log = items, []
+        self.open_now = self.most_open = 0
+        self.opens = [lambda i=i: self._source(i) for i in range(n)]
+
+    def _source(self, i: int) -> Iterator[tuple[int, int]]:
+        self.log.append(("open", i))
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            for j in range(self.items):
+                yield (i, j)
+        finally:
+            self.open_now -= 1
+            self.log.append(("closed", i))
+
+
+def test_reads_run_one_at_a_time_and_the_next_starts_before_it_is_asked_for() -> None:
+    sources = _Reads(3, 20)
+    got = []
+    with ReadsAhead(sources.opens) as reads:
+        for i in range(3):
+            time.sleep(0.2)  # the caller is still inserting read i - 1's last rows
+            sources.log.append(("asked", i))
+            with reads.read(i) as items:
+                got.extend(items)
+    assert got == [(i, j) for i in range(3) for j in range(20)]
+    assert sources.most_open == 1
+    assert sources.log.index(("closed", 0)) < sources.log.index(("open", 1))
+    assert sources.log.index(("open", 1)) < sources.log.index(("asked", 1))  # read ahead
+    assert sources.log.index(("open", 2)) < sources.log.index(("asked", 2))
+    assert _read_ahead_threads() == 0
+
+
+def test_a_retried_read_stops_the_read_started_after_it_and_starts_afresh() -> None:
+    sources = _Reads(2, 5)
+    with ReadsAhead(sources.opens) as reads:
+        with reads.read(0) as items:
+            assert list(items) == [(0, j) for j in range(5)]  # read 1 starts now
+        # The insert of read 0's rows failed: the retry reads 0 again, and read 1 anew after.
+        with reads.read(0) as items:
+            assert list(items) == [(0, j) for j in range(5)]
+        with reads.read(1) as items:
+            assert list(items) == [(1, j) for j in range(5)]
+    assert sources.most_open == 1
+    assert [e for e in sources.log if e[1] == 1] == [("open", 1), ("closed", 1)] * 2
+    assert _read_ahead_threads() == 0
+
+
+def test_a_run_that_ends_early_stops_the_read_started_ahead() -> None:
+    sources = _Reads(2, 1_000)
+    with ReadsAhead(sources.opens) as reads:
+        with reads.read(0) as items:
+            list(items)
+    assert sources.log[-1] == ("closed", 1) and sources.open_now == 0
+    assert _read_ahead_threads() == 0
 
 
 def test_the_emulator_is_read_through_it_whole_or_abandoned(tmp_path: Path) -> None:

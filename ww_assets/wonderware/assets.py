@@ -4,17 +4,19 @@ import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from functools import partial
+from typing import NamedTuple
 
 import dagster as dg
+import pyarrow as pa
 
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
-from ww_assets.read_ahead import read_ahead
+from ww_assets.read_ahead import ReadsAhead, read_ahead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
@@ -118,37 +120,34 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         with _gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
             with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
                 tags_by_chunk = read_active_tags(store)
-            for number, key in enumerate(keys, start=1):
-                chunk, day = split_key(key)
-                tags = tags_by_chunk.get(chunk, [])
-                if not tags:
-                    raise dg.Failure(
-                        f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                        "materialize wonderware/tags first",
-                        allow_retries=False,
+            slices = [_Slice.of(key, tags_by_chunk) for key in keys]
+            # The next partition's read starts as soon as the current one is fetched whole.
+            opens = [partial(client.read_history, s.tags, s.start, s.end) for s in slices]
+            with ReadsAhead(opens) as reads:
+                for index, part in enumerate(slices):
+                    stats = with_retries(
+                        context,
+                        f"partition {part.key}",
+                        partial(_copy_read, reads, index, store, part),
+                        settings.backoff(),
                     )
-                start, end = day_bounds(day)
-                stats = with_retries(
-                    context,
-                    f"partition {key}",
-                    partial(copy_slice, client, store, tags, start, end),
-                    settings.backoff(),
-                )
-                total.merge(stats)
-                if stats.rejected:
-                    context.log.warning(
-                        f"partition {key}: the historian returned {stats.rejected} rows "
-                        "without a DateTime; they cannot be stored and were skipped"
+                    total.merge(stats)
+                    if stats.rejected:
+                        context.log.warning(
+                            f"partition {part.key}: the historian returned {stats.rejected} "
+                            "rows without a DateTime; they cannot be stored and were skipped"
+                        )
+                    context.log.info(
+                        f"partition {index + 1}/{len(keys)}: {part.chunk} {part.day}: "
+                        f"{stats.rows} rows from {len(stats.tags_with_rows)}/{len(part.tags)} "
+                        f"tags in {stats.seconds:.2f}s"
                     )
-                context.log.info(
-                    f"partition {number}/{len(keys)}: {chunk} {day}: {stats.rows} rows "
-                    f"from {len(stats.tags_with_rows)}/{len(tags)} tags in {stats.seconds:.2f}s"
-                )
-                records.append(
-                    dg.TableRecord(
-                        {"partition": key, "rows": stats.rows, "tags": len(stats.tags_with_rows)}
-                    )
-                )
+                    records.append(
+                        dg.TableRecord(
+                            {"partition": part.key, "rows": stats.rows,
+                             "tags": len(stats.tags_with_rows)}
+                        )
+                    )  # fmt: skip
         elapsed = time.monotonic() - started
         return dg.MaterializeResult(
             metadata={
@@ -187,10 +186,41 @@ def _gc_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
+class _Slice(NamedTuple):
+    """A history partition: its chunk's tags over one UTC day."""
+
+    key: str
+    chunk: str
+    day: date
+    tags: list[str]
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def of(cls, key: str, tags_by_chunk: dict[str, list[str]]) -> "_Slice":
+        chunk, day = split_key(key)
+        tags = tags_by_chunk.get(chunk, [])
+        if not tags:
+            raise dg.Failure(
+                f"tag chunk {chunk} has no active tags in WonderwareTags: "
+                "materialize wonderware/tags first",
+                allow_retries=False,
+            )
+        return cls(key, chunk, day, tags, *day_bounds(day))
+
+
+def _copy_read(
+    reads: ReadsAhead[pa.RecordBatch], index: int, store: Warehouse, part: _Slice
+) -> SliceStats:
+    """Replace `part`'s slice with read `index` of `reads` (a fresh read on a retry)."""
+    with reads.read(index) as batches:
+        return replace_slice(store, part.tags, part.start, part.end, batches)
+
+
 def copy_slice(
     client: HistorianClient, store: Warehouse, tags: Sequence[str], start: datetime, end: datetime
 ) -> SliceStats:
     """Replace the slice of `tags` in [start, end) with what the historian stores there; the
     historian's next batches are fetched while the current ones are inserted."""
-    batches = read_ahead(client.read_history(tags, start, end))
-    return replace_slice(store, list(tags), start, end, batches)
+    with read_ahead(client.read_history(tags, start, end)) as batches:
+        return replace_slice(store, list(tags), start, end, batches)
