@@ -36,7 +36,7 @@ from ww_assets.history_store import (
     replace_slice,
     with_load_id,
 )
-from ww_assets.read_ahead import read_ahead
+from ww_assets.read_ahead import ReadAhead
 from ww_assets.schema import COLUMN_NAMES, HISTORY_COLUMNS
 from ww_assets.warehouse import ChdbWarehouse
 
@@ -104,7 +104,7 @@ def _count(store: ChdbWarehouse) -> int:
 def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> dict[str, Any]:
     """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
     session for the whole copy, the reads fetched ahead of the inserts as the pipeline does
-    (`read_ahead`, here across partition boundaries too), inserted in the pipeline's groups of
+    (`ReadAhead`, here across partition boundaries too), inserted in the pipeline's groups of
     `INSERT_ROWS`; no clip, no delete, no Dagster. `seconds` runs from the process start
     (interpreter and imports included, as in a ww run) to the last insert; `copy_s` is the
     copy alone."""
@@ -115,7 +115,7 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
     started = time.perf_counter()
     with store.connect() as conn:
         ensure_schema(conn, store.database)
-        read = read_ahead(batch for _, tags, start, end in parts
+        read = ReadAhead(batch for _, tags, start, end in parts
                           for batch in historian.read_history(tags, start, end))
         for group in regroup((pa.Table.from_batches([batch]) for batch in read), INSERT_ROWS):
             conn.insert(f"{store.database}.{HISTORY_TABLE}", with_load_id(group, 1))
@@ -199,7 +199,7 @@ def _rss_mb() -> float:
 
 
 def rss(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
-    """One partition's copy as the asset makes it (`replace_slice(read_ahead(read_history(...)))`,
+    """One partition's copy as the asset makes it (`replace_slice(ReadAhead(read_history(...)))`,
     the configured batch sizes); peak RSS of this process (which did nothing else)."""
     settings = Settings.from_env()
     historian, store = _historian(settings, data), _warehouse(settings)
@@ -209,7 +209,7 @@ def rss(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
     end = start + timedelta(days=1)
     before = _rss_mb()
     started = time.perf_counter()
-    batches = read_ahead(historian.read_history(tags, start, end))
+    batches = ReadAhead(historian.read_history(tags, start, end))
     stats = replace_slice(store, tags, start, end, batches)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -66,8 +66,7 @@ class ReadAhead(Iterator[T]):
     def close(self) -> None:
         self._done = True
         self._stop.set()
-        if self._worker is not threading.current_thread():
-            self._worker.join()
+        self._worker.join()
 
     def __enter__(self) -> ReadAhead[T]:
         return self
@@ -152,8 +151,3 @@ class ReadsAhead(Generic[T]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_ITEMS) -> ReadAhead[T]:
-    """`items` fetched ahead by a worker thread (see `ReadAhead`)."""
-    return ReadAhead(items, depth)

@@ -1,4 +1,4 @@
-"""read_ahead: the source's items in order, at most `depth` ahead, its errors raised to the
+"""ReadAhead: the source's items in order, at most `depth` ahead, its errors raised to the
 caller, and the source closed in its own thread however the caller stops; then a partition
 copied through it from the emulator (a real SQLite connection, opened in the worker thread)."""
 
@@ -14,7 +14,7 @@ import pytest
 
 from bench.data import write_dataset
 from ww_assets.historian import EmulatorHistorian, HistorianError
-from ww_assets.read_ahead import ReadsAhead, read_ahead
+from ww_assets.read_ahead import ReadAhead, ReadsAhead
 
 
 def _read_ahead_threads() -> int:
@@ -47,7 +47,7 @@ class _Source:
 def test_items_arrive_in_order_and_never_more_than_depth_ahead(depth: int) -> None:
     source = _Source(40)
     got = []
-    for item in read_ahead(source, depth):
+    for item in ReadAhead(source, depth):
         got.append(item)
         time.sleep(0.002)  # a slow caller: the worker would run ahead if it could
         source.consumed += 1
@@ -63,7 +63,7 @@ def test_a_source_error_reaches_the_caller_after_the_items_before_it() -> None:
     source = _Source(10, fail_at=3)
     got = []
     with pytest.raises(HistorianError, match="at item 3"):
-        for item in read_ahead(source):
+        for item in ReadAhead(source):
             got.append(item)
     assert got == [0, 1, 2]
     assert _read_ahead_threads() == 0
@@ -71,7 +71,7 @@ def test_a_source_error_reaches_the_caller_after_the_items_before_it() -> None:
 
 def test_a_caller_that_stops_early_stops_the_worker_and_closes_the_source() -> None:
     source = _Source(1_000)
-    items = read_ahead(source, depth=2)
+    items = ReadAhead(source, depth=2)
     assert next(items) == 0
     items.close()  # what a failed insert or a terminated run does to the generator
     assert source.closed_in is not None and source.closed_in != threading.get_ident()
@@ -81,7 +81,7 @@ def test_a_caller_that_stops_early_stops_the_worker_and_closes_the_source() -> N
 
 def test_a_caller_error_midway_leaves_no_worker_behind() -> None:
     source = _Source(1_000)
-    with pytest.raises(ZeroDivisionError), read_ahead(source) as items:
+    with pytest.raises(ZeroDivisionError), ReadAhead(source) as items:
         for item in items:
             if item == 5:
                 1 / 0
@@ -91,7 +91,7 @@ def test_a_caller_error_midway_leaves_no_worker_behind() -> None:
 
 def test_a_dropped_reader_stops_its_worker() -> None:
     source = _Source(1_000)
-    items = read_ahead(source)
+    items = ReadAhead(source)
     assert next(items) == 0
     del items  # no close(): the worker notices and closes the source itself
     deadline = time.monotonic() + 5
@@ -102,7 +102,7 @@ def test_a_dropped_reader_stops_its_worker() -> None:
 
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth must be positive"):
-        next(read_ahead([1], depth=0))
+        next(ReadAhead([1], depth=0))
 
 
 class _Reads:
@@ -173,11 +173,11 @@ def test_the_emulator_is_read_through_it_whole_or_abandoned(tmp_path: Path) -> N
     start = datetime(2025, 6, 1, tzinfo=timezone.utc)
     end = datetime(2025, 6, 2, tzinfo=timezone.utc)
     direct = [b.to_pylist() for b in historian.read_history(tags, start, end)]
-    ahead = [b.to_pylist() for b in read_ahead(historian.read_history(tags, start, end))]
+    ahead = [b.to_pylist() for b in ReadAhead(historian.read_history(tags, start, end))]
     assert len(direct) > 2 and ahead == direct
     # Abandoned after one batch: the SQLite connection, opened in the worker, is closed there
     # (closing it from the caller's thread would raise ProgrammingError).
-    items = read_ahead(historian.read_history(tags, start, end))
+    items = ReadAhead(historian.read_history(tags, start, end))
     assert next(items).num_rows == 500
     items.close()
     assert _read_ahead_threads() == 0

@@ -16,7 +16,7 @@ from ww_assets.config import Settings
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
-from ww_assets.read_ahead import ReadsAhead, read_ahead
+from ww_assets.read_ahead import ReadAhead, ReadsAhead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     TAG_CHUNKS,
@@ -222,5 +222,5 @@ def copy_slice(
 ) -> SliceStats:
     """Replace the slice of `tags` in [start, end) with what the historian stores there; the
     historian's next batches are fetched while the current ones are inserted."""
-    with read_ahead(client.read_history(tags, start, end)) as batches:
+    with ReadAhead(client.read_history(tags, start, end)) as batches:
         return replace_slice(store, list(tags), start, end, batches)
