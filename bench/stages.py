@@ -349,12 +349,14 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
     events = instance.all_logs(run_id)
     step_started: dict[str, float] = {}
     step_seconds: dict[str, float] = {}
-    body_s = rows = partitions = 0.0
+    body_s = rows = partitions = succeeded_at = 0.0
     for record in events:
         event = record.dagster_event
         if event is None:
             continue
         kind = event.event_type_value
+        if kind == dg.DagsterEventType.RUN_SUCCESS.value:
+            succeeded_at = record.timestamp
         if kind == dg.DagsterEventType.STEP_START.value:
             step_started[event.step_key] = record.timestamp
         elif kind == dg.DagsterEventType.STEP_SUCCESS.value:
@@ -371,6 +373,8 @@ def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
         "partitions": partitions,
         "asset_body_s": body_s,
         "checks_s": sum(v for k, v in step_seconds.items() if "check" in k),
+        "first_step_at": min(step_started.values()),
+        "succeeded_at": succeeded_at,
     }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
+
 import dagster as dg
 
 from ww_assets.config import Settings
@@ -27,6 +30,12 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         # than most partitions take; the steps of a run share one historian query at a time.
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
+
+
+# A run worker's last act is CPython freeing its objects one by one: with Dagster loaded,
+# 0.3-0.7 s of CPU after the run has succeeded (before the next run of a backfill has its
+# core). Frozen at exit, they are left to the OS; atexit handlers and output flushing still run.
+atexit.register(gc.freeze)
 
 
 @dg.definitions

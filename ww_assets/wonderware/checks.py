@@ -82,11 +82,11 @@ def _chunks(keys: Sequence[str], store: Warehouse) -> list[_Chunk]:
 
 
 def _latest_materializations(
-    context: dg.AssetCheckExecutionContext,
+    context: dg.AssetCheckExecutionContext, keys: Sequence[str]
 ) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """Each checked partition's latest materialization: what its results point at."""
     ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
-        HISTORY_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(context.partition_keys)
+        HISTORY_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys)
     )
     if not ids:
         return {}
@@ -183,8 +183,9 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         client = historian.client()
         store = HeldSessions(warehouse.warehouse())
         now = datetime.now(timezone.utc)
-        targets = _latest_materializations(context)
-        groups = _chunks(context.partition_keys, store)
+        keys = context.partition_keys  # Dagster enumerates the range anew at each access
+        targets = _latest_materializations(context, keys)
+        groups = _chunks(keys, store)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
         try:
             counting = {
