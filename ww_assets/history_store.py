@@ -199,7 +199,6 @@ def replace_slice(
     with warehouse.connect() as conn:
         for group in itertools.chain([first] if first is not None else [], groups):
             conn.insert(table, with_load_id(group, load_id))
-            _account(stats, group)
             if on_batch:
                 on_batch(stats)
         older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
@@ -222,20 +221,34 @@ def _clip(
     end: datetime,
     stats: SliceStats,
 ) -> Iterator[pa.Table]:
-    lo = pa.scalar(naive_utc(start).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
-    hi = pa.scalar(naive_utc(end).replace(tzinfo=timezone.utc), HISTORY_ARROW_SCHEMA.field("DateTime").type)
-    wanted = pa.array(tags, pa.string())
+    """The rows of `batches` inside the slice, counted into `stats` as they are passed on."""
+    time_type = HISTORY_ARROW_SCHEMA.field("DateTime").type
+    lo, hi = (pa.scalar(naive_utc(t).replace(tzinfo=timezone.utc), time_type) for t in (start, end))
+    wanted = set(tags)
     for batch in batches:
         table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
-        stats.rejected += table["DateTime"].null_count
-        keep = pc.and_(
-            pc.and_(pc.greater_equal(table["DateTime"], lo), pc.less(table["DateTime"], hi)),
-            pc.is_in(table["TagName"], value_set=wanted),
-        )
-        # Filtering copies every column; the usual batch has nothing to drop.
-        kept = table if keep.null_count == 0 and pc.all(keep).as_py() else table.filter(keep)
-        if kept.num_rows:
-            yield kept
+        times = table["DateTime"]
+        stats.rejected += times.null_count
+        # The usual batch lies inside the slice: its bounds and tags tell, without a mask
+        # (filtering copies every column), and they are what `stats` counts anyway.
+        low, high = pc.min_max(times).values()
+        names = pc.unique(table["TagName"]).to_pylist()
+        inside = (times.null_count == 0 and low.is_valid and lo.value <= low.value
+                  and high.value < hi.value and wanted.issuperset(names))  # fmt: skip
+        if not inside:
+            table = table.filter(
+                pc.and_(
+                    pc.and_(pc.greater_equal(times, lo), pc.less(times, hi)),
+                    pc.is_in(table["TagName"], value_set=pa.array(tags, pa.string())),
+                )
+            )
+            if not table.num_rows:
+                continue
+            low, high = pc.min_max(table["DateTime"]).values()
+            names = pc.unique(table["TagName"]).to_pylist()
+        stats.merge(SliceStats(rows=table.num_rows, min_time=low.as_py(), max_time=high.as_py(),
+                               tags_with_rows=set(names)))  # fmt: skip
+        yield table
 
 
 def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
@@ -250,18 +263,6 @@ def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
             pending, size = [], 0
     if pending:
         yield pa.concat_tables(pending).combine_chunks()
-
-
-def _account(stats: SliceStats, group: pa.Table) -> None:
-    low, high = pc.min_max(group["DateTime"]).values()
-    stats.merge(
-        SliceStats(
-            rows=group.num_rows,
-            min_time=low.as_py(),
-            max_time=high.as_py(),
-            tags_with_rows=set(pc.unique(group["TagName"]).to_pylist()),
-        )
-    )
 
 
 # ---------------------------------------------------------------- reading back

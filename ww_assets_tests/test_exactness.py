@@ -168,3 +168,32 @@ def test_a_source_that_repeats_a_key_is_stored_as_given(pipeline: Pipeline) -> N
         summary = summarize(conn, db, ["Tank.Level"], [start.date()], datetime.now(timezone.utc))
         found = duplicate_keys(conn, db, summary)
     assert found[start.date()].keys == 1 and found[start.date()].extra_rows == 1
+
+
+def test_a_slice_keeps_only_its_tags_and_its_window(pipeline: Pipeline) -> None:
+    """Whatever the source returns, a partition stores only its tags in [day, day + 1): the
+    batches that lie inside pass whole, the others are filtered row by row, and the figures
+    (rows, first and last point, tags with rows) are those of the stored rows."""
+    from ww_assets.history_store import ensure_schema, slice_row_count
+
+    start = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    end = start + timedelta(days=1)
+    sources = [
+        [("A", datetime(2025, 6, 1, 0, 0)), ("B", datetime(2025, 6, 1, 12))],  # inside
+        [("A", datetime(2025, 6, 1, 23, 59, 59, 999000)), ("A", datetime(2025, 6, 2))],  # end
+        [("A", datetime(2025, 5, 31, 23, 59, 59, 999000)), ("B", datetime(2025, 6, 1, 6))],
+        [("C", datetime(2025, 6, 1, 6)), ("B", datetime(2025, 6, 1, 7))],  # another chunk's tag
+    ]
+    batches = [rows_to_batch([_full_row((tag, moment, 1.0, "1.0", 0, 192, 192))
+                              for tag, moment in rows]) for rows in sources]  # fmt: skip
+    with pipeline.warehouse.connect() as conn:
+        ensure_schema(conn, pipeline.warehouse.database)
+    stats = replace_slice(pipeline.warehouse, ["A", "B"], start, end, batches)
+    assert stats.rows == 5 and stats.rejected == 0
+    assert stats.tags_with_rows == {"A", "B"}
+    assert stats.min_time == start
+    assert stats.max_time == datetime(2025, 6, 1, 23, 59, 59, 999000, tzinfo=timezone.utc)
+    with pipeline.warehouse.connect() as conn:
+        db = pipeline.warehouse.database
+        assert slice_row_count(conn, db, ["A", "B", "C"], start - timedelta(days=1),
+                               end + timedelta(days=1)) == 5  # fmt: skip
