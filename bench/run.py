@@ -19,7 +19,8 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
 4. row path: the replaced system's approach (dicts, one pydantic model per row, Moose's
    JSONEachRow insert) on the first BENCH_ROW_PATH_ROWS rows of the same partitions (its rate
    does not depend on size).
-5. cost: CPU µs per row of each step after the driver (conversion, clip + regroup, insert).
+5. cost: CPU µs per row of each step after the driver (conversion, clip + regroup, insert),
+   and of the client side of an insert into a ClickHouse server (measured without one).
 6. rss: peak RSS of one partition's `replace_slice(read_history(...))` in a fresh process,
    for a BENCH_RSS_SMALL_ROWS and a BENCH_RSS_BIG_ROWS partition (default 1M and 10M).
 
@@ -256,6 +257,10 @@ def main() -> int:
             f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+regroup+accounting "
             f"{us['clip_regroup']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
             f"(≈ {1e6 / after:,.0f} rows/s per core)")
+        server = us["server_lists"] + us["server_encode"]
+        say(f"          a ClickHouse server instead of chDB (client side, no network): Arrow to lists "
+            f"{us['server_lists']:.2f} + clickhouse-driver's encoding {us['server_encode']:.2f} = "
+            f"{server:.2f} µs/row in place of the insert's {us['insert']:.2f}")
 
         rss = bench.rss()
         small, big = rss["small"], rss["big"]
@@ -295,6 +300,7 @@ def main() -> int:
             "cpu_us_per_row_clip_regroup": round(us["clip_regroup"], 3),
             "cpu_us_per_row_insert": round(us["insert"], 3),
             "cpu_us_per_row_after_driver": round(after, 3),
+            "cpu_us_per_row_server_insert_client_side": round(server, 3),
             "machine": _machine(),
         }
         say(json.dumps(figures))

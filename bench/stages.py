@@ -294,7 +294,51 @@ def cost(
         total += clock() - t0
     spent["clip_regroup"] = total - spent["driver"] - spent["convert"] - spent["insert"]
     per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
+    first = parts[0]
+    per_row.update(_server_insert_cost(_historian(settings, data), *first[1:]))
     return {"rows": rows, "us_per_row": per_row}
+
+
+def _server_insert_cost(
+    historian: EmulatorHistorian, tags: list[str], start: datetime, end: datetime
+) -> dict[str, float]:
+    """CPU µs per row that an insert into a ClickHouse *server* costs on this side, measured
+    without one: `ServerWarehouse`'s Arrow-to-lists conversion, then clickhouse-driver's
+    encoding of the native-protocol blocks (its own classes, as `Client.execute` uses them
+    after the server has named the columns), into a socket stand-in that drops the bytes."""
+    from clickhouse_driver import defines
+    from clickhouse_driver.block import ColumnOrientedBlock
+    from clickhouse_driver.bufferedwriter import BufferedSocketWriter
+    from clickhouse_driver.client import Client
+    from clickhouse_driver.connection import ServerInfo
+    from clickhouse_driver.streams.native import BlockOutputStream
+
+    from ww_assets.history_store import LOAD_ID_COLUMN
+    from ww_assets.warehouse import server_insert_columns
+
+    class Dropped:
+        def sendall(self, data: bytes) -> None:
+            pass
+
+    context = Client("localhost", settings={"server_side_params": True}).connection.context
+    context.server_info = ServerInfo(
+        "ClickHouse", 24, 8, 0, defines.CLIENT_REVISION, "UTC", "", defines.CLIENT_REVISION
+    )
+    out = BlockOutputStream(BufferedSocketWriter(Dropped(), defines.BUFFER_SIZE), context)
+    types = [(c.name, c.clickhouse_type) for c in HISTORY_COLUMNS] + [(LOAD_ID_COLUMN, "UInt64")]
+    groups = regroup((pa.Table.from_batches([b]) for b in historian.read_history(tags, start, end)),
+                     INSERT_ROWS)  # fmt: skip
+    rows, lists, encode = 0, 0.0, 0.0
+    for group in groups:
+        table = with_load_id(group, 1)
+        t0 = time.process_time()
+        columns = server_insert_columns(table)
+        t1 = time.process_time()
+        out.write(ColumnOrientedBlock(types, columns, types_check=False))
+        encode += time.process_time() - t1
+        lists += t1 - t0
+        rows += table.num_rows
+    return {"server_lists": lists / rows * 1e6, "server_encode": encode / rows * 1e6}
 
 
 # ---------------------------------------------------------------- ww_assets through Dagster

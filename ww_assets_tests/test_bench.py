@@ -55,6 +55,7 @@ def test_bench_harness_ends_with_the_contract_json_line(tmp_path: Path) -> None:
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, (key, figures.get(key))
     assert 0 < figures["startup_s_per_run"] < figures["overhead_s_per_run"]
     assert 0 < figures["exit_s_per_run"] < figures["overhead_s_per_run"]
+    assert figures["cpu_us_per_row_server_insert_client_side"] > 0
     assert figures["rows"] == 2 * 2880
     assert figures["runs"] == 1
     assert figures["rss_rows_small"] == 1440 and figures["rss_rows_big"] == 4 * 1440
