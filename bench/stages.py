@@ -304,28 +304,11 @@ def _server_insert_cost(
 ) -> dict[str, float]:
     """CPU µs per row that an insert into a ClickHouse *server* costs on this side, measured
     without one: `ServerWarehouse`'s Arrow-to-lists conversion, then clickhouse-driver's
-    encoding of the native-protocol blocks (its own classes, as `Client.execute` uses them
-    after the server has named the columns), into a socket stand-in that drops the bytes."""
-    from clickhouse_driver import defines
-    from clickhouse_driver.block import ColumnOrientedBlock
-    from clickhouse_driver.bufferedwriter import BufferedSocketWriter
-    from clickhouse_driver.client import Client
-    from clickhouse_driver.connection import ServerInfo
-    from clickhouse_driver.streams.native import BlockOutputStream
-
-    from ww_assets.history_store import LOAD_ID_COLUMN
+    encoding of the native-protocol blocks (`NativeBlocks`)."""
+    from bench.native_blocks import NativeBlocks
     from ww_assets.warehouse import server_insert_columns
 
-    class Dropped:
-        def sendall(self, data: bytes) -> None:
-            pass
-
-    context = Client("localhost", settings={"server_side_params": True}).connection.context
-    context.server_info = ServerInfo(
-        "ClickHouse", 24, 8, 0, defines.CLIENT_REVISION, "UTC", "", defines.CLIENT_REVISION
-    )
-    out = BlockOutputStream(BufferedSocketWriter(Dropped(), defines.BUFFER_SIZE), context)
-    types = [(c.name, c.clickhouse_type) for c in HISTORY_COLUMNS] + [(LOAD_ID_COLUMN, "UInt64")]
+    blocks = NativeBlocks()
     groups = regroup((pa.Table.from_batches([b]) for b in historian.read_history(tags, start, end)),
                      INSERT_ROWS)  # fmt: skip
     rows, lists, encode = 0, 0.0, 0.0
@@ -334,7 +317,7 @@ def _server_insert_cost(
         t0 = time.process_time()
         columns = server_insert_columns(table)
         t1 = time.process_time()
-        out.write(ColumnOrientedBlock(types, columns, types_check=False))
+        blocks.write(columns)
         encode += time.process_time() - t1
         lists += t1 - t0
         rows += table.num_rows
