@@ -12,7 +12,7 @@ from typing import Any
 
 class NativeBlocks:
     """Encodes History insert blocks (the table's columns, then `LoadId`) as the driver would
-    send them; `sent` holds the bytes when `keep` is set (else only their count)."""
+    send them; `size` counts the bytes, `sent` holds them when `keep` is set."""
 
     def __init__(self, keep: bool = False) -> None:
         from clickhouse_driver import defines

@@ -257,10 +257,12 @@ def main() -> int:
             f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+regroup+accounting "
             f"{us['clip_regroup']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
             f"(≈ {1e6 / after:,.0f} rows/s per core)")
-        server = us["server_lists"] + us["server_encode"]
+        to_server = cost["server_insert_per_row"]
+        server = to_server["lists_us"] + to_server["encode_us"]
         say(f"          a ClickHouse server instead of chDB (client side, no network): Arrow to lists "
-            f"{us['server_lists']:.2f} + clickhouse-driver's encoding {us['server_encode']:.2f} = "
-            f"{server:.2f} µs/row in place of the insert's {us['insert']:.2f}")
+            f"{to_server['lists_us']:.2f} + clickhouse-driver's encoding {to_server['encode_us']:.2f} "
+            f"= {server:.2f} µs/row in place of the insert's {us['insert']:.2f}; "
+            f"{to_server['bytes']:.0f} bytes/row before compression")
 
         rss = bench.rss()
         small, big = rss["small"], rss["big"]

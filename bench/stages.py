@@ -294,17 +294,16 @@ def cost(
         total += clock() - t0
     spent["clip_regroup"] = total - spent["driver"] - spent["convert"] - spent["insert"]
     per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
-    first = parts[0]
-    per_row.update(_server_insert_cost(_historian(settings, data), *first[1:]))
-    return {"rows": rows, "us_per_row": per_row}
+    server = _server_insert_cost(_historian(settings, data), *parts[0][1:])
+    return {"rows": rows, "us_per_row": per_row, "server_insert_per_row": server}
 
 
 def _server_insert_cost(
     historian: EmulatorHistorian, tags: list[str], start: datetime, end: datetime
 ) -> dict[str, float]:
-    """CPU µs per row that an insert into a ClickHouse *server* costs on this side, measured
-    without one: `ServerWarehouse`'s Arrow-to-lists conversion, then clickhouse-driver's
-    encoding of the native-protocol blocks (`NativeBlocks`)."""
+    """Per row, what an insert into a ClickHouse *server* costs on this side, measured without
+    one: CPU µs of `ServerWarehouse`'s Arrow-to-lists conversion and of clickhouse-driver's
+    encoding of the native-protocol blocks (`NativeBlocks`), and the bytes encoded."""
     from bench.native_blocks import NativeBlocks
     from ww_assets.warehouse import server_insert_columns
 
@@ -321,7 +320,8 @@ def _server_insert_cost(
         encode += time.process_time() - t1
         lists += t1 - t0
         rows += table.num_rows
-    return {"server_lists": lists / rows * 1e6, "server_encode": encode / rows * 1e6}
+    return {"lists_us": lists / rows * 1e6, "encode_us": encode / rows * 1e6,
+            "bytes": blocks.size / rows}
 
 
 # ---------------------------------------------------------------- ww_assets through Dagster
