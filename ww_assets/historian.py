@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ww_assets.history_query import (
     render_count_tsql,
@@ -144,8 +145,17 @@ class EmulatorHistorian:
     def count_points(
         self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
     ) -> dict[str, int]:
-        """Stored points per tag in [start, end) UTC; 0 for tags without any."""
-        return self._emulator().count_points(tags, start_utc, end_utc)
+        """Points per tag that `read_history` returns for [start, end) UTC, as the historian's
+        `COUNT(*)` in the same retrieval mode counts them; 0 for tags without any. In Full mode
+        that is every stored point (an indexed count); Delta keeps a point by the values
+        before it, so its points are counted as they are read."""
+        if self.retrieval_mode == "Full":
+            return self._emulator().count_points(tags, start_utc, end_utc)
+        counts = dict.fromkeys(tags, 0)
+        for batch in self.read_history(tags, start_utc, end_utc):
+            for item in pc.value_counts(batch.column("TagName")).to_pylist():
+                counts[item["values"]] += item["counts"]
+        return counts
 
 
 class SqlServerHistorian:

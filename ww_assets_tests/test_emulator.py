@@ -598,3 +598,35 @@ def test_query_arrow_refuses_what_query_refuses(tmp_path: Path) -> None:
         emulator.query_arrow(_query(["Analog.A"], *window, retrieval_mode="Interpolated"))
     with pytest.raises(ValueError, match="batch_rows"):
         emulator.query_arrow(_query(["Analog.A"], *window), batch_rows=0)
+
+
+@pytest.mark.parametrize("mode", ["Full", "Delta"])
+def test_the_emulator_counts_what_it_returns_in_its_retrieval_mode(
+    tmp_path: Path, mode: str
+) -> None:
+    """As the historian's `COUNT(*)` with the query's retrieval mode: the row-count check and
+    the reconciliation compare it with what the copy read, so in Delta mode (repeated values
+    dropped) it counts fewer points than are stored."""
+    from collections import Counter
+
+    from ww_assets.historian import EmulatorHistorian
+    from ww_assets_tests.plant_fixtures import build_trap_plant, stored_points
+
+    path = tmp_path / "historian.sqlite"
+    build_trap_plant(path)
+    day = datetime(2025, 11, 1).date()
+    start = _utc(2025, 11, 1)
+    tags = ["Tank.Level", "Kühlwasser Pumpe.Status", "Reactor01.Temperature", "No.Such.Tag"]
+    historian = EmulatorHistorian(path, (1, 2, 3), retrieval_mode=mode)
+    read = Counter(
+        tag
+        for batch in historian.read_history(tags, start, start + timedelta(days=1))
+        for tag in batch.column("TagName").to_pylist()
+    )
+    counts = historian.count_points(tags, start, start + timedelta(days=1))
+    assert counts == {tag: read[tag] for tag in tags}
+    stored = Counter(point[0] for point in stored_points(path, tags, day, day))
+    if mode == "Full":
+        assert counts == {tag: stored[tag] for tag in tags}
+    else:
+        assert 0 < counts["Tank.Level"] < stored["Tank.Level"]
