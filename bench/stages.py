@@ -16,7 +16,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -117,12 +117,18 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
         ensure_schema(conn, store.database)
         read = ReadAhead(batch for _, tags, start, end in parts
                           for batch in historian.read_history(tags, start, end))
-        for group in regroup((pa.Table.from_batches([batch]) for batch in read), INSERT_ROWS):
-            conn.insert(f"{store.database}.{HISTORY_TABLE}", with_load_id(group, 1))
+        for group in _insert_groups(read):
+            conn.insert(f"{store.database}.{HISTORY_TABLE}", group)
             rows += group.num_rows
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
             "cpu_s": time.process_time(), "stored": _count(store)}
+
+
+def _insert_groups(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
+    """`batches` in the pipeline's insert groups (`INSERT_ROWS`), with a `LoadId` column."""
+    for group in regroup((pa.Table.from_batches([batch]) for batch in batches), INSERT_ROWS):
+        yield with_load_id(group, 1)
 
 
 # ---------------------------------------------------------------- row path
@@ -209,8 +215,8 @@ def rss(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
     end = start + timedelta(days=1)
     before = _rss_mb()
     started = time.perf_counter()
-    batches = ReadAhead(historian.read_history(tags, start, end))
-    stats = replace_slice(store, tags, start, end, batches)
+    with ReadAhead(historian.read_history(tags, start, end)) as batches:
+        stats = replace_slice(store, tags, start, end, batches)
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"rows": stats.rows, "seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak}
@@ -308,11 +314,8 @@ def _server_insert_cost(
     from ww_assets.warehouse import server_insert_columns
 
     blocks = NativeBlocks()
-    groups = regroup((pa.Table.from_batches([b]) for b in historian.read_history(tags, start, end)),
-                     INSERT_ROWS)  # fmt: skip
     rows, lists, encode = 0, 0.0, 0.0
-    for group in groups:
-        table = with_load_id(group, 1)
+    for table in _insert_groups(historian.read_history(tags, start, end)):
         t0 = time.process_time()
         columns = server_insert_columns(table)
         t1 = time.process_time()
