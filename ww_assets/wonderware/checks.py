@@ -8,7 +8,7 @@ materialization so that the UI shows it as the partition's current status.
 """
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -21,6 +21,8 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 )
 
 from ww_assets.config import Settings
+from ww_assets.gc_frozen import gc_frozen
+from ww_assets.historian import HistorianClient
 from ww_assets.history_store import ensure_schema, read_active_tags
 from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
@@ -178,52 +180,70 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
         """The five history checks of every partition in the run. Per tag chunk, one
         ClickHouse scan of its days answers all but the source count; the historian's
-        `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
+        `COUNT`s (one at a time) run in a thread from the end of the first chunk's scan,
+        and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
-        client = historian.client()
-        store = HeldSessions(warehouse.warehouse())
-        now = datetime.now(timezone.utc)
-        keys = context.partition_keys  # Dagster enumerates the range anew at each access
-        targets = _latest_materializations(context, keys)
-        groups = _chunks(keys, store)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
-        try:
-            counting = {
-                group.chunk: pool.submit(source_counts, client, group.tags, list(group.days))
-                for group in groups
-                if ROWCOUNT in selected
-            }
-            stored: dict[str, dict[date, dict[str, int]]] = {}
-            for group in groups:
-                with store.connect() as conn:
-                    summary = summarize(conn, store.database, group.tags, list(group.days), now)
-                    db = store.database
-                    dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
-                    windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
-                quality = quality_report(summary) if QUALITY in selected else {}
-                eu = eu_range_report(summary) if EU_RANGE in selected else {}
-                stored[group.chunk] = stored_counts(summary)
-                for day, key in group.days.items():
-                    yield from _content_evaluations(
-                        key, day, targets.get(key), min_ratio,
-                        dups.get(day), windows.get(day), quality.get(day), eu.get(day),
-                    )  # fmt: skip
-            store.close()  # the historian's counts need no ClickHouse
-            for group in groups:
-                if group.chunk in counting:
-                    expected = counting[group.chunk].result()
-                    for day, key in group.days.items():
-                        yield _rowcount_evaluation(
-                            key, targets.get(key), expected[day], stored[group.chunk][day]
-                        )
-        finally:
-            store.close()
-            pool.shutdown(cancel_futures=True)
+        with gc_frozen():
+            yield from _history_evaluations(
+                context, selected, historian.client(), warehouse.warehouse(), min_ratio
+            )
         for spec_ in specs:
             if spec_.name in selected:
                 yield dg.Output(None, output_name=spec_.get_python_identifier())
 
     return [history_checks]
+
+
+def _history_evaluations(
+    context: dg.AssetCheckExecutionContext,
+    selected: set[str],
+    client: HistorianClient,
+    warehouse: Warehouse,
+    min_ratio: float,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The selected checks' evaluations of every partition of the run, chunk by chunk."""
+    store = HeldSessions(warehouse)
+    now = datetime.now(timezone.utc)
+    keys = context.partition_keys  # Dagster enumerates the range anew at each access
+    targets = _latest_materializations(context, keys)
+    groups = _chunks(keys, store)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
+    counting: dict[str, Future[dict[date, dict[str, int]]]] = {}
+    try:
+        stored: dict[str, dict[date, dict[str, int]]] = {}
+        for group in groups:
+            with store.connect() as conn:
+                summary = summarize(conn, store.database, group.tags, list(group.days), now)
+                db = store.database
+                dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
+                windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
+            if ROWCOUNT in selected and not counting:
+                # Not before: the emulator counts in this process and would take a core from
+                # the scan; a historian server's COUNTs still run while the evaluations are
+                # recorded and the other chunks are scanned.
+                counting = {
+                    g.chunk: pool.submit(source_counts, client, g.tags, list(g.days))
+                    for g in groups
+                }
+            quality = quality_report(summary) if QUALITY in selected else {}
+            eu = eu_range_report(summary) if EU_RANGE in selected else {}
+            stored[group.chunk] = stored_counts(summary)
+            for day, key in group.days.items():
+                yield from _content_evaluations(
+                    key, day, targets.get(key), min_ratio,
+                    dups.get(day), windows.get(day), quality.get(day), eu.get(day),
+                )  # fmt: skip
+        store.close()  # the historian's counts need no ClickHouse
+        for group in groups:
+            if group.chunk in counting:
+                expected = counting[group.chunk].result()
+                for day, key in group.days.items():
+                    yield _rowcount_evaluation(
+                        key, targets.get(key), expected[day], stored[group.chunk][day]
+                    )
+    finally:
+        store.close()
+        pool.shutdown(cancel_futures=True)
 
 
 def _rowcount_evaluation(
@@ -316,8 +336,6 @@ def _content_evaluations(
             },
             description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
         )
-
-
 
 
 def build_sync_freshness_check(settings: Settings) -> dg.AssetChecksDefinition:
