@@ -136,18 +136,23 @@ class Bench:
             for first in range(0, self.days, per_run):
                 last = min(first + per_run, self.days) - 1
                 runs.append((f"{chunk}|{_day(first)}", f"{chunk}|{_day(last)}"))
-        results = []
+        results, runs_done = [], []
         started, cpu = time.perf_counter(), _children_cpu()
         for start_key, end_key in runs:
             run_started, launched_at = time.perf_counter(), time.time()
-            result = self.stage("ww", "ww_run", start_key=start_key, end_key=end_key)
-            result["wall_s"] = time.perf_counter() - run_started
-            result["startup_s"] = result["first_step_at"] - launched_at
-            result["exit_s"] = time.time() - result["succeeded_at"]
-            if not result["success"]:
+            run = self.stage("ww", "ww_run", start_key=start_key, end_key=end_key)
+            wall_s, ended_at = time.perf_counter() - run_started, time.time()
+            if not run["success"]:
                 raise SystemExit(f"bench: ww run {start_key}..{end_key} failed, see {self.log}")
-            results.append(result)
+            runs_done.append((run, wall_s, launched_at, ended_at))
         seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu
+        # Read from the instance after the runs, outside the timed window.
+        for run, wall_s, launched_at, ended_at in runs_done:
+            result = {**run, **self.stage("ww", "ww_run_figures", run_id=run["run_id"])}
+            result["wall_s"] = wall_s
+            result["startup_s"] = result["first_step_at"] - launched_at
+            result["exit_s"] = ended_at - result["succeeded_at"]
+            results.append(result)
         return {"runs": results, "seconds": seconds, "cpu_s": cpu, "max_partitions_per_run": per_run,
                 "rows": sum(r["rows"] for r in results),
                 "partitions": sum(r["partitions"] for r in results)}
