@@ -8,7 +8,7 @@ materialization so that the UI shows it as the partition's current status.
 """
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -180,8 +180,7 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
         """The five history checks of every partition in the run. Per tag chunk, one
         ClickHouse scan of its days answers all but the source count; the historian's
-        `COUNT`s (one at a time) run in a thread from the end of the first chunk's scan,
-        and their results come last."""
+        `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
         with gc_frozen():
             yield from _history_evaluations(
@@ -208,8 +207,12 @@ def _history_evaluations(
     targets = _latest_materializations(context, keys)
     groups = _chunks(keys, store)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
-    counting: dict[str, Future[dict[date, dict[str, int]]]] = {}
     try:
+        counting = {
+            group.chunk: pool.submit(source_counts, client, group.tags, list(group.days))
+            for group in groups
+            if ROWCOUNT in selected
+        }
         stored: dict[str, dict[date, dict[str, int]]] = {}
         for group in groups:
             with store.connect() as conn:
@@ -217,14 +220,6 @@ def _history_evaluations(
                 db = store.database
                 dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
                 windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
-            if ROWCOUNT in selected and not counting:
-                # Not before: the emulator counts in this process and would take a core from
-                # the scan; a historian server's COUNTs still run while the evaluations are
-                # recorded and the other chunks are scanned.
-                counting = {
-                    g.chunk: pool.submit(source_counts, client, g.tags, list(g.days))
-                    for g in groups
-                }
             quality = quality_report(summary) if QUALITY in selected else {}
             eu = eu_range_report(summary) if EU_RANGE in selected else {}
             stored[group.chunk] = stored_counts(summary)
