@@ -15,7 +15,8 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
    `max_partitions_per_run` days), each executing the range run on a real instance (the
    project's `dagster.yaml`) with the code location's executor. Timed from the first run's
    process start to the last run's exit: run start-up and the partitioned checks included
-   (the report also gives the rate without the check step).
+   (the report also gives the rate without the check step). The runs' figures are read from
+   the instance afterwards, outside the timed window.
 4. row path: the replaced system's approach (dicts, one pydantic model per row, Moose's
    JSONEachRow insert) on the first BENCH_ROW_PATH_ROWS rows of the same partitions (its rate
    does not depend on size).
