@@ -224,7 +224,7 @@ def _clip(
     """The rows of `batches` inside the slice, counted into `stats` as they are passed on."""
     time_type = HISTORY_ARROW_SCHEMA.field("DateTime").type
     lo, hi = (pa.scalar(naive_utc(t).replace(tzinfo=timezone.utc), time_type) for t in (start, end))
-    wanted = set(tags)
+    wanted, wanted_array = set(tags), pa.array(tags, pa.string())
     for batch in batches:
         table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
         times = table["DateTime"]
@@ -239,7 +239,7 @@ def _clip(
             table = table.filter(
                 pc.and_(
                     pc.and_(pc.greater_equal(times, lo), pc.less(times, hi)),
-                    pc.is_in(table["TagName"], value_set=pa.array(tags, pa.string())),
+                    pc.is_in(table["TagName"], value_set=wanted_array),
                 )
             )
             if not table.num_rows:
