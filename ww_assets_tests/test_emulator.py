@@ -563,6 +563,8 @@ def _mixed_points() -> list[tuple]:
     [
         ("Full", "UTC", False, 100_000),
         ("Full", "UTC", False, 37),
+        ("Full", None, False, 64),
+        ("Full", "Asia/Tokyo", False, 100_000),
         ("Delta", "UTC", True, 50),
         ("Full", None, True, 1000),
         ("Delta", "Asia/Tokyo", False, 64),
@@ -589,6 +591,62 @@ def test_query_arrow_equals_the_row_path(
         assert rows, "the window holds points"
         assert all(0 < b.num_rows <= batch_rows for b in batches)
         assert pa.Table.from_batches(batches).equals(pa.Table.from_batches([rows_to_batch(rows)]))
+
+
+def test_query_arrow_types_columns_that_start_with_a_long_run_of_nulls(tmp_path: Path) -> None:
+    """The ADBC driver types each column from its first batch: a tag whose first 3,000 points
+    are NULL (bad quality) read in batches of 1,000, and NULL and non-NULL strings, must still
+    come back exactly (a first batch of NULLs would otherwise type Value as an integer)."""
+    import pyarrow as pa
+
+    from ww_assets.historian import rows_to_batch
+
+    start = _utc(2025, 6, 1)
+    points = [
+        _point("Analog.B", start + timedelta(seconds=i), None if i < 3000 else i / 8,
+               BAD if i < 3000 else GOOD)
+        for i in range(4000)
+    ] + [
+        _point("String.S", start + timedelta(seconds=i), None if i % 2 else f"text {i}")
+        for i in range(4000)
+    ]  # fmt: skip
+    emulator = _emulator(tmp_path, points)
+    query = _query(["Analog.B", "String.S"], datetime(2025, 5, 31), datetime(2025, 6, 2),
+                   time_zone="UTC", start_inclusive=False)  # fmt: skip
+    rows = [row for batch in emulator.query(query) for row in batch]
+    table = pa.Table.from_batches(list(emulator.query_arrow(query, batch_rows=1000)))
+    assert table.num_rows == 8000
+    assert table.column("Value").null_count == 3000 + 4000
+    assert table.column("VValue").null_count == 3000 + 2000
+    assert table.equals(pa.Table.from_batches([rows_to_batch(rows)]))
+
+
+def test_query_arrow_reads_every_tag_from_one_snapshot(tmp_path: Path) -> None:
+    """A simulator (another process) appending while a read is under way: the tags read after
+    the append do not show it, as with the historian's one query; a new read does."""
+    import subprocess
+    import sys
+
+    start = _utc(2025, 6, 1)
+    emulator = _emulator(tmp_path, [
+        _point(tag, start + timedelta(seconds=i), float(i))
+        for tag in ("Analog.A", "Analog.B") for i in range(50)
+    ])  # fmt: skip
+    query = _query(["Analog.A", "Analog.B"], datetime(2025, 5, 31), datetime(2025, 6, 2),
+                   time_zone="UTC", start_inclusive=False)  # fmt: skip
+    batches = emulator.query_arrow(query, batch_rows=10)
+    first = next(batches)
+    assert set(first.column("TagName").to_pylist()) == {"Analog.A"}
+    append = (
+        "import sys; from datetime import datetime, timezone; from ww_assets.emulator import store; "
+        "conn = store.connect(sys.argv[1]); "
+        "store.add_points(conn, [('Analog.B', datetime(2025, 6, 1, 1, tzinfo=timezone.utc), "
+        "99.0, '99', 0, 192, 192)]); conn.close()"
+    )
+    subprocess.run([sys.executable, "-c", append, str(tmp_path / "historian.sqlite")], check=True)
+    assert sum(b.num_rows for b in [first, *batches]) == 100
+    late = next(emulator.query_arrow(query, batch_rows=1000))
+    assert late.num_rows == 101, "a new read sees the appended point"
 
 
 def test_query_arrow_refuses_what_query_refuses(tmp_path: Path) -> None:

@@ -175,9 +175,8 @@ def test_the_emulator_is_read_through_it_whole_or_abandoned(tmp_path: Path) -> N
     direct = [b.to_pylist() for b in historian.read_history(tags, start, end)]
     ahead = [b.to_pylist() for b in ReadAhead(historian.read_history(tags, start, end))]
     assert len(direct) > 2 and ahead == direct
-    # Abandoned after one batch: the SQLite connection, opened in the worker, is closed there
-    # (closing it from the caller's thread would raise ProgrammingError).
+    # Abandoned after one batch: the SQLite connection, opened in the worker, is closed there.
     items = ReadAhead(historian.read_history(tags, start, end))
-    assert next(items).num_rows == 500
+    assert 0 < next(items).num_rows <= 500
     items.close()
     assert _read_ahead_threads() == 0

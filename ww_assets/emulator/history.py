@@ -8,12 +8,14 @@ it, the server's local time with daylight saving, so the autumn hour repeats).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import adbc_driver_sqlite.dbapi as adbc_sqlite
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -145,9 +147,14 @@ class HistorianEmulator:
         column by column from the stored points (no 33-value tuple per row).
 
         Equal to `historian.rows_to_batch` of `query(q)`'s rows: timestamps are the naive
-        wall-clock times of the query's zone, typed as in `HISTORY_ARROW_SCHEMA`.
+        wall-clock times of the query's zone, typed as in `HISTORY_ARROW_SCHEMA`. A Full query
+        with an exclusive start (the pipeline's reads) returns the stored points as they are,
+        fetched straight into Arrow; an initial-value row or the Delta filter is built from
+        each tag's points in Python.
         """
         zone = self._checked(q, batch_rows)
+        if q.retrieval_mode == "Full" and not q.start_inclusive:
+            return self._stored_batches(q, zone, batch_rows)
         return self._batches(q, zone, batch_rows)
 
     def _rows(self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int) -> Iterator[list[tuple]]:
@@ -166,6 +173,42 @@ class HistorianEmulator:
                 buffer = buffer[batch_rows:]
         if buffer:
             yield buffer
+
+    def _stored_batches(
+        self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
+    ) -> Iterator[pa.RecordBatch]:
+        """`q`'s stored points as they are, in one SQLite query (one snapshot) read into Arrow
+        by the ADBC SQLite driver: no Python object per value, about a third of the time of
+        `_batches`."""
+        window = _window(q, zone)
+        if window is None:
+            return
+        condition, start_text, end_text = window
+        self._connect().close()  # the store's checks and its error when it is missing
+        echo = _echo(q)
+        # The driver carries its own SQLite: this read must not overlap an access to the store
+        # through `sqlite3` in this process (a closing sqlite3 connection would drop the read's
+        # POSIX locks), so the tags are looked up on the driver's connection too.
+        with adbc_sqlite.connect(self.path.resolve().as_uri()) as adbc, adbc.cursor() as cursor:
+            cursor.execute(
+                "SELECT TagName, rowid FROM TagRef WHERE TagName IN "
+                "(SELECT value FROM json_each(?)) ORDER BY TagName",
+                (json.dumps(list(dict.fromkeys(q.tags))),),
+            )
+            tags = cursor.fetch_arrow_table()
+            if not tags.num_rows:
+                return
+            names = tags.column(0).combine_chunks()
+            keys = tags.column(1).cast(pa.int32()).combine_chunks()
+            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(
+                _SELECT_ARROW_POINTS.format(condition=condition),
+                (json.dumps(names.to_pylist()), start_text, end_text),
+            )
+            for index, points in enumerate(cursor.fetch_record_batch()):
+                points = points.slice(1) if index == 0 else points  # the typed first row
+                if points.num_rows:
+                    yield _arrow_batch(points.cast(_ARROW_POINT_SCHEMA), names, keys, echo, zone)
 
     def _batches(
         self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
@@ -208,20 +251,11 @@ class HistorianEmulator:
         with the initial-value row and the Delta filter applied, at most `batch_rows` a list.
         A point is (DateTime text in UTC, Value, VValue, Quality, QualityDetail, OpcQuality).
         """
-        # The T-SQL rendering sends bounds with millisecond precision (format_datetime).
-        start, end = _truncate_ms(q.start), _truncate_ms(q.end)
-        start_text = store.format_utc(_to_utc(start, zone))
-        end_text = store.format_utc(_to_utc(end, zone))
-        if start_text > end_text or (
-            start_text == end_text and not (q.start_inclusive and q.end_inclusive)
-        ):
+        window = _window(q, zone)
+        if window is None:
             return
-        start_op = ">=" if q.start_inclusive else ">"
-        end_op = "<=" if q.end_inclusive else "<"
-        window_sql = (
-            f"{_SELECT_POINTS} WHERE TagName = ? AND DateTime {start_op} ? "
-            f"AND DateTime {end_op} ? ORDER BY DateTime"
-        )
+        condition, start_text, end_text = window
+        window_sql = f"{_SELECT_POINTS} WHERE TagName = ? AND {condition} ORDER BY DateTime"
         conn = self._connect()
         try:
             # One read transaction: every tag sees the same snapshot while a simulator appends.
@@ -241,6 +275,22 @@ class HistorianEmulator:
         finally:
             conn.rollback()
             conn.close()
+
+
+def _window(q: HistoryQuery, zone: tzinfo | None) -> tuple[str, str, str] | None:
+    """(SQL condition on DateTime with two parameters, start, end) of `q`'s window in stored
+    UTC text, or None if the window is empty."""
+    # The T-SQL rendering sends bounds with millisecond precision (format_datetime).
+    start, end = _truncate_ms(q.start), _truncate_ms(q.end)
+    start_text = store.format_utc(_to_utc(start, zone))
+    end_text = store.format_utc(_to_utc(end, zone))
+    if start_text > end_text or (
+        start_text == end_text and not (q.start_inclusive and q.end_inclusive)
+    ):
+        return None
+    start_op = ">=" if q.start_inclusive else ">"
+    end_op = "<=" if q.end_inclusive else "<"
+    return f"DateTime {start_op} ? AND DateTime {end_op} ?", start_text, end_text
 
 
 def _zone(name: str) -> tzinfo:
@@ -387,6 +437,18 @@ _POINT_TYPE = pa.struct(
 _NAIVE_MS = pa.timestamp("ms")
 _KEY_INDEX, _START_INDEX = _ROW_LAYOUT.index("wwTagKey"), _ROW_LAYOUT.index("StartDateTime")
 
+# The stored points of a JSON array of tags, as `_ARROW_POINT_SCHEMA`'s columns, for the ADBC
+# driver. It types each column from its first batch, so a typed first row goes before the
+# points ('' sorts first), whatever SQLite stores in a row and however many NULLs come first.
+_SELECT_ARROW_POINTS = (
+    "SELECT '' AS TagName, '' AS DateTime, 0.0 AS Value, '' AS VValue, 0 AS Quality, "
+    "0 AS QualityDetail, 0 AS OpcQuality UNION ALL SELECT TagName, DateTime, "
+    "CAST(Value AS REAL), CAST(VValue AS TEXT), CAST(Quality AS INTEGER), "
+    "CAST(QualityDetail AS INTEGER), CAST(OpcQuality AS INTEGER) FROM Points "
+    "WHERE TagName IN (SELECT value FROM json_each(?)) AND {condition} ORDER BY 1, 2"
+)
+_ARROW_POINT_SCHEMA = pa.schema([pa.field("TagName", pa.string()), *_POINT_TYPE])
+
 
 def _batch(
     parts: list[tuple[str, int, list[tuple]]], echo: tuple, zone: tzinfo | None
@@ -394,17 +456,38 @@ def _batch(
     """One record batch of the rows of several tags' stored points (`_stored_points` items)."""
     points = parts[0][2] if len(parts) == 1 else [p for _, _, chunk in parts for p in chunk]
     stored = pa.RecordBatch.from_struct_array(pa.array(points, type=_POINT_TYPE))
-    moment = stored.column(0).cast(_NAIVE_MS)
-    if zone is not None:
-        # Wall-clock time in the query's zone, as `_rows_local` (UTC -> local is never ambiguous).
-        moment = pc.local_timestamp(moment.cast(pa.timestamp("ms", tz=zone.key)))
-    moment = moment.cast(HISTORY_ARROW_SCHEMA.field("DateTime").type)
     owner = pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), [len(c) for _, _, c in parts]))
     tag = pc.take(pa.array([t for t, _, _ in parts], pa.string()), owner)
     key = pc.take(pa.array([k for _, k, _ in parts], pa.int32()), owner)
+    return _history_batch(_moment(stored.column(0), zone), tag, stored.columns[1:], key, echo)
+
+
+def _arrow_batch(
+    points: pa.RecordBatch, names: pa.Array, keys: pa.Array, echo: tuple, zone: tzinfo | None
+) -> pa.RecordBatch:
+    """One record batch of `_SELECT_ARROW_POINTS` rows; `keys` are the wwTagKeys of `names`."""
+    tag = points.column(0)
+    key = pc.take(keys, pc.index_in(tag, value_set=names))
+    return _history_batch(_moment(points.column(1), zone), tag, points.columns[2:], key, echo)
+
+
+def _moment(stored_text: pa.Array, zone: tzinfo | None) -> pa.Array:
+    """Stored UTC text as the naive wall-clock time of `zone` (UTC if None)."""
+    moment = stored_text.cast(_NAIVE_MS)
+    if zone is not None:
+        # Wall-clock time in the query's zone, as `_rows_local` (UTC -> local is never ambiguous).
+        moment = pc.local_timestamp(moment.cast(pa.timestamp("ms", tz=zone.key)))
+    return moment.cast(HISTORY_ARROW_SCHEMA.field("DateTime").type)
+
+
+def _history_batch(
+    moment: pa.Array, tag: pa.Array, stored: list[pa.Array], key: pa.Array, echo: tuple
+) -> pa.RecordBatch:
+    """The 33 columns of `History` from the varying ones (`stored`: Value to OpcQuality)."""
+    rows = len(moment)
     middle, tail = _echo_columns(0, echo)
     constants = (*middle, None, *tail)
-    columns = [moment, tag, *stored.columns[1:]]
+    columns = [moment, tag, *stored]
     for index in range(_KEY_INDEX, len(_ROW_LAYOUT)):
         if index == _KEY_INDEX:
             columns.append(key)
@@ -413,8 +496,8 @@ def _batch(
         else:
             kind = HISTORY_ARROW_SCHEMA.field(index).type
             value = constants[index - _KEY_INDEX]
-            columns.append(pa.nulls(len(points), kind) if value is None
-                           else pa.repeat(pa.scalar(value, kind), len(points)))
+            columns.append(pa.nulls(rows, kind) if value is None
+                           else pa.repeat(pa.scalar(value, kind), rows))
     return pa.RecordBatch.from_arrays(columns, schema=HISTORY_ARROW_SCHEMA)
 
 
