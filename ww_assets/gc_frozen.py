@@ -11,7 +11,8 @@ def gc_frozen() -> Iterator[None]:
 
     A run worker holds ~240k objects of Dagster, the instance and the code location, which
     every full collection walks (0.1 s each here); a step allocates enough to trigger them:
-    each fetched batch holds 100k row tuples, each check evaluation Dagster's event objects.
+    a batch read through pymssql (or the emulator's Python path) is one tuple per row, each
+    check evaluation makes Dagster's event objects.
     Exit unfreezes everything (so it does not nest), and what has become garbage meanwhile is
     collected as usual."""
     gc.freeze()

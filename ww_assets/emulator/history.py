@@ -208,7 +208,7 @@ class HistorianEmulator:
             for index, points in enumerate(cursor.fetch_record_batch()):
                 points = points.slice(1) if index == 0 else points  # the typed first row
                 if points.num_rows:
-                    yield _arrow_batch(points.cast(_ARROW_POINT_SCHEMA), names, keys, echo, zone)
+                    yield _arrow_batch(points, names, keys, echo, zone)
 
     def _batches(
         self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
@@ -466,6 +466,7 @@ def _arrow_batch(
     points: pa.RecordBatch, names: pa.Array, keys: pa.Array, echo: tuple, zone: tzinfo | None
 ) -> pa.RecordBatch:
     """One record batch of `_SELECT_ARROW_POINTS` rows; `keys` are the wwTagKeys of `names`."""
+    points = points.cast(_ARROW_POINT_SCHEMA)
     tag = points.column(0)
     key = pc.take(keys, pc.index_in(tag, value_set=names))
     return _history_batch(_moment(points.column(1), zone), tag, points.columns[2:], key, echo)
