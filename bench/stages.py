@@ -356,27 +356,46 @@ def ww_setup() -> dict[str, Any]:
     return {"chunks": chunks, "max_partitions_per_run": per_run}
 
 
-def ww_run(start_key: str, end_key: str) -> dict[str, Any]:
-    """One backfill run: the range run the backfill daemon would create, executed on the
-    instance with the code location's executor (in this process), as the run worker that the
-    default run launcher starts does; nothing else (the figures are read by `ww_run_figures`)."""
+def ww_create_runs(ranges: list[list[str]]) -> dict[str, Any]:
+    """The backfill's runs, created on the instance as the backfill daemon creates them
+    (outside the runs' timed window, as in a deployment): each a range run of
+    `wonderware_history_job` of the code location (`ww_assets.definitions:defs`), with the
+    command line of its run worker (`dagster api execute_run`, what the default run launcher
+    starts) and the seconds its creation took."""
     import warnings
 
     import dagster as dg
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import serialize_value
 
-    from bench.ww_job import history_job
+    from ww_assets.wonderware.jobs import history_job
     from ww_assets.wonderware.sensors import range_tags
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    # Not opened as a context manager: that would initialize the resources again to load
-    # outputs, which a run worker never does.
-    result = dg.execute_job(
-        dg.reconstructable(history_job),
-        instance=dg.DagsterInstance.get(),
-        tags={**range_tags(start_key, end_key), "ww/reason": "bench"},
-    )
-    return {"success": result.success, "run_id": result.run_id}
+    instance = dg.DagsterInstance.get()
+    repository = ReconstructableRepository.for_module("ww_assets.definitions", "defs", str(Path.cwd()))
+    recon_job = repository.get_reconstructable_job(history_job.name)
+    job_def = recon_job.get_definition()
+    runs = []
+    for start_key, end_key in ranges:
+        started = time.perf_counter()
+        run = instance.create_run_for_job(
+            job_def=job_def,
+            tags={**range_tags(start_key, end_key), "ww/reason": "bench"},
+            job_code_origin=recon_job.get_python_origin(),
+        )
+        created_s = time.perf_counter() - started
+        args = ExecuteRunArgs(
+            job_origin=recon_job.get_python_origin(),
+            run_id=run.run_id,
+            instance_ref=instance.get_ref(),
+            set_exit_code_on_failure=True,
+        )
+        command = [sys.executable, "-m", "dagster", "api", "execute_run", serialize_value(args)]
+        runs.append({"run_id": run.run_id, "command": command, "created_s": created_s})
+    return {"runs": runs}
 
 
 def ww_run_figures(run_id: str) -> dict[str, Any]:
@@ -404,6 +423,7 @@ def ww_run_figures(run_id: str) -> dict[str, Any]:
             rows = metadata["rows"].value
             partitions = metadata["partitions_in_run"].value
     return {
+        "success": dg.DagsterInstance.get().get_run_by_id(run_id).is_success,
         "rows": rows,
         "partitions": partitions,
         "asset_body_s": body_s,
@@ -420,7 +440,7 @@ STAGES: dict[str, Callable[..., Any]] = {
     "rss": rss,
     "cost": cost,
     "ww_setup": ww_setup,
-    "ww_run": ww_run,
+    "ww_create_runs": ww_create_runs,
     "ww_run_figures": ww_run_figures,
 }
 
