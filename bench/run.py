@@ -276,10 +276,10 @@ def main() -> int:
         cost = bench.stage("cost", "cost", data=str(bench.data), first_day=FIRST_DAY.isoformat(),
                            days=bench.days, chunks=chunks, max_rows=bench.cost_rows)
         us = cost["us_per_row"]
-        after = us["convert"] + us["clip_regroup"] + us["insert"]
+        after = us["convert"] + us["clip"] + us["insert"]
         say(f"cost      CPU µs/row on {cost['rows']:,} rows: emulator (driver stand-in) "
-            f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+regroup+accounting "
-            f"{us['clip_regroup']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
+            f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+accounting "
+            f"{us['clip']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
             f"(≈ {1e6 / after:,.0f} rows/s per core)")
         to_server = cost["server_insert_per_row"]
         server = to_server["lists_us"] + to_server["encode_us"]
@@ -324,7 +324,7 @@ def main() -> int:
             "row_path_rows": row["rows"],
             "cpu_us_per_row_driver_emulator": round(us["driver"], 3),
             "cpu_us_per_row_convert": round(us["convert"], 3),
-            "cpu_us_per_row_clip_regroup": round(us["clip_regroup"], 3),
+            "cpu_us_per_row_clip": round(us["clip"], 3),
             "cpu_us_per_row_insert": round(us["insert"], 3),
             "cpu_us_per_row_after_driver": round(after, 3),
             "cpu_us_per_row_server_insert_client_side": round(server, 3),

@@ -16,7 +16,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -29,10 +29,8 @@ from ww_assets.historian import EmulatorHistorian, rows_to_batch
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import (
     HISTORY_TABLE,
-    INSERT_ROWS,
     ensure_schema,
     read_active_tags,
-    regroup,
     replace_slice,
     with_load_id,
 )
@@ -104,8 +102,8 @@ def _count(store: ChdbWarehouse) -> int:
 def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> dict[str, Any]:
     """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
     session for the whole copy, the reads fetched ahead of the inserts as the pipeline does
-    (`ReadAhead`, here across partition boundaries too), inserted in the pipeline's groups of
-    `INSERT_ROWS`; no clip, no delete, no Dagster. `seconds` runs from the process start
+    (`ReadAhead`, here across partition boundaries too), streamed into the pipeline's inserts
+    (`insert_stream`, with a `LoadId` column); no clip, no delete, no Dagster. `seconds` runs from the process start
     (interpreter and imports included, as in a ww run) to the last insert; `copy_s` is the
     copy alone."""
     settings = Settings.from_env()
@@ -117,18 +115,12 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
         ensure_schema(conn, store.database)
         read = ReadAhead(batch for _, tags, start, end in parts
                           for batch in historian.read_history(tags, start, end))
-        for group in _insert_groups(read):
-            conn.insert(f"{store.database}.{HISTORY_TABLE}", group)
-            rows += group.num_rows
+        tables = (with_load_id(pa.Table.from_batches([batch]), 1) for batch in read)
+        while inserted := conn.insert_stream(f"{store.database}.{HISTORY_TABLE}", tables):
+            rows += inserted
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
             "cpu_s": time.process_time(), "stored": _count(store)}
-
-
-def _insert_groups(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.Table]:
-    """`batches` in the pipeline's insert groups (`INSERT_ROWS`), with a `LoadId` column."""
-    for group in regroup((pa.Table.from_batches([batch]) for batch in batches), INSERT_ROWS):
-        yield with_load_id(group, 1)
 
 
 # ---------------------------------------------------------------- row path
@@ -249,6 +241,27 @@ class _TimedConnection:
     def __init__(self, inner: Any, spent: dict[str, float]) -> None:
         self.inner, self.spent = inner, spent
 
+    def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: Optional[int] = None) -> int:
+        """The insert's CPU time, without that of pulling `tables` (the clip, timed by the
+        thread that pulls, which is chDB's own)."""
+        pulled = 0.0
+
+        def timed_tables() -> Iterator[pa.Table]:
+            nonlocal pulled
+            while True:
+                t0 = time.thread_time()
+                item = next(tables, None)
+                pulled += time.thread_time() - t0
+                if item is None:
+                    return
+                yield item
+
+        t0 = time.process_time()
+        try:
+            return self.inner.insert_stream(table, timed_tables(), rows)
+        finally:
+            self.spent["insert"] += time.process_time() - t0 - pulled
+
     def __getattr__(self, verb: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.process_time()
@@ -266,11 +279,12 @@ def cost(
     """CPU time per row of each step of `replace_slice(read_history(...))` (process CPU time,
     so chDB's own threads count), streamed as in the pipeline: the driver stand-in (the
     emulator's `query`), the Arrow conversion (`rows_to_batch`), the warehouse sessions
-    (inserts and the final check for older loads), and the rest of `replace_slice` (clip,
-    regroup, accounting)."""
+    (inserts and the final check for older loads), and the rest of `replace_slice` (clip and
+    accounting). Each partition is fetched and converted whole first, so that no other work
+    runs while the driver and the conversion are timed."""
     settings = Settings.from_env()
     parts = _partitions(chunks, first_day, days)
-    spent = {"driver": 0.0, "convert": 0.0, "insert": 0.0, "clip_regroup": 0.0}
+    spent = {"driver": 0.0, "convert": 0.0, "insert": 0.0, "clip": 0.0}
     store = _TimedWarehouse(_warehouse(settings), spent)
     with store.inner.connect() as conn:
         ensure_schema(conn, store.database)
@@ -295,10 +309,11 @@ def cost(
     for tags, start, end, batches in _driver_reads(settings, data, parts):
         if rows >= max_rows:
             break
+        fetched = list(converted(batches))
         t0 = clock()
-        replace_slice(store, tags, start, end, converted(batches))
+        replace_slice(store, tags, start, end, fetched)
         total += clock() - t0
-    spent["clip_regroup"] = total - spent["driver"] - spent["convert"] - spent["insert"]
+    spent["clip"] = total - spent["insert"]
     per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
     server = _server_insert_cost(_historian(settings, data), *parts[0][1:])
     return {"rows": rows, "us_per_row": per_row, "server_insert_per_row": server}
@@ -311,11 +326,14 @@ def _server_insert_cost(
     one: CPU µs of `ServerWarehouse`'s Arrow-to-lists conversion and of clickhouse-driver's
     encoding of the native-protocol blocks (`NativeBlocks`), and the bytes encoded."""
     from bench.native_blocks import NativeBlocks
-    from ww_assets.warehouse import server_insert_columns
+    from ww_assets.warehouse import SERVER_INSERT_ROWS, first_rows, server_insert_columns
 
     blocks = NativeBlocks()
     rows, lists, encode = 0, 0.0, 0.0
-    for table in _insert_groups(historian.read_history(tags, start, end)):
+    batches = historian.read_history(tags, start, end)
+    tables = (with_load_id(pa.Table.from_batches([batch]), 1) for batch in batches)
+    while group := first_rows(tables, SERVER_INSERT_ROWS):
+        table = pa.concat_tables(group)
         t0 = time.process_time()
         columns = server_insert_columns(table)
         t1 = time.process_time()

@@ -127,9 +127,6 @@ def tag_watermarks(
 
 # ---------------------------------------------------------------- slice replacement
 
-INSERT_ROWS = 200_000
-"""Rows per insert: fewer, larger parts than the fetch batches give (measured faster)."""
-
 SLICE = (
     "TagName IN {tags:Array(String)} AND DateTime >= {start:DateTime64(3, 'UTC')} "
     "AND DateTime < {end:DateTime64(3, 'UTC')}"
@@ -177,30 +174,32 @@ def replace_slice(
     end: datetime,
     batches: Iterable[pa.RecordBatch],
     *,
-    insert_rows: int = INSERT_ROWS,
+    insert_rows: int | None = None,
     on_batch: Callable[[SliceStats], None] | None = None,
 ) -> SliceStats:
     """Make the rows of `tags` in [start, end) exactly those in `batches`.
 
     Rows outside [start, end) or of other tags are dropped before insert (the window is the
-    slice's contract, whatever the source returned). Rows are inserted in groups of about
-    `insert_rows` (memory stays bounded), all in one warehouse session that opens once the
-    first group has been read (a slow historian does not hold embedded ClickHouse's lock) and
-    closes after the delete.
+    slice's contract, whatever the source returned). Rows are streamed into inserts of about
+    `insert_rows` rows each (the warehouse's statement size if None; memory stays bounded),
+    all in one warehouse session that opens once the source has answered (a slow historian
+    does not hold embedded ClickHouse's lock while it starts) and closes after the delete;
+    `on_batch` sees the figures after each insert.
     """
     started = time.monotonic()
     load_id = time.time_ns()
     stats = SliceStats()
     table = f"{warehouse.database}.{HISTORY_TABLE}"
-    groups = regroup(_clip(batches, tags, start, end, stats), insert_rows)
-    first = next(groups, None)
+    tables = (with_load_id(t, load_id) for t in _clip(batches, tags, start, end, stats))
+    first = next(tables, None)
     where = f"{SLICE} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     params = {**slice_params(tags, start, end), "load_id": load_id}
     with warehouse.connect() as conn:
-        for group in itertools.chain([first] if first is not None else [], groups):
-            conn.insert(table, with_load_id(group, load_id))
-            if on_batch:
-                on_batch(stats)
+        if first is not None:
+            pending = itertools.chain([first], tables)
+            while conn.insert_stream(table, pending, insert_rows):
+                if on_batch:
+                    on_batch(stats)
         older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
         if older.column("n")[0].as_py():
             # Patch-part deletes (lightweight updates) cost about as much as an insert; a
@@ -249,20 +248,6 @@ def _clip(
         stats.merge(SliceStats(rows=table.num_rows, min_time=low.as_py(), max_time=high.as_py(),
                                tags_with_rows=set(names)))  # fmt: skip
         yield table
-
-
-def regroup(tables: Iterable[pa.Table], rows: int) -> Iterator[pa.Table]:
-    """`tables` as tables of at least `rows` rows each (the last one may be smaller)."""
-    pending: list[pa.Table] = []
-    size = 0
-    for table in tables:
-        pending.append(table)
-        size += table.num_rows
-        if size >= rows:
-            yield pa.concat_tables(pending).combine_chunks()
-            pending, size = [], 0
-    if pending:
-        yield pa.concat_tables(pending).combine_chunks()
 
 
 # ---------------------------------------------------------------- reading back

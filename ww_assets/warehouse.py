@@ -12,6 +12,7 @@ a check and the CLI queue for seconds at most instead of failing.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,13 @@ class WarehouseConnection(Protocol):
 
     def insert(self, table: str, data: pa.Table) -> None: ...
 
+    def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: int | None = None) -> int:
+        """One INSERT of the tables pulled from `tables` (one schema) until `rows` rows have
+        been taken (the backend's statement size if None) or `tables` ends; returns the rows
+        inserted, 0 if `tables` had none left. An exception of `tables` is raised as it is,
+        and the statement inserts nothing."""
+        ...
+
 
 class Warehouse(Protocol):
     database: str
@@ -47,6 +55,13 @@ class Warehouse(Protocol):
 
     def describe(self) -> str: ...
 
+
+STREAM_ROWS = 1_000_000
+"""Rows per embedded INSERT, streamed from the read (ClickHouse squashes a statement's blocks
+up to 1,048,449 rows): one part each, so background merges rewrite less (-20 % CPU on a copy)."""
+
+SERVER_INSERT_ROWS = 200_000
+"""Rows per INSERT to a ClickHouse server: clickhouse-driver takes them as Python lists."""
 
 SESSION_HOLD_S = 5.0
 """How long `HeldSessions` keeps one session across a run's consecutive partitions."""
@@ -93,6 +108,16 @@ class HeldSessions:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def first_rows(tables: Iterator[pa.Table], rows: int) -> list[pa.Table]:
+    """Tables pulled from `tables` until they hold `rows` rows or more (fewer at its end)."""
+    taken: list[pa.Table] = []
+    count = 0
+    while count < rows and (table := next(tables, None)) is not None:
+        taken.append(table)
+        count += table.num_rows
+    return taken
 
 
 # Rows are stored as given: no ReplacingMergeTree collapse inside an insert block (a source
@@ -148,6 +173,41 @@ class _ChdbConnection:
             None,
             "CSV",
         )
+
+    def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: int | None = None) -> int:
+        first = next(tables, None)
+        if first is None:
+            return 0
+        limit, taken, failure = rows or STREAM_ROWS, 0, []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            # Pulled by chDB's own thread while it inserts: ClickHouse gathers the stream into
+            # blocks of up to `min_insert_block_size_rows`, so a statement is one part.
+            nonlocal taken
+            try:
+                for part in itertools.chain([first], tables):
+                    yield from part.to_batches()
+                    taken += part.num_rows
+                    if taken >= limit:
+                        return
+            except BaseException as error:
+                failure.append(error)
+                raise
+
+        columns = ", ".join(f"`{name}`" for name in first.column_names)
+        arrow_data = pa.RecordBatchReader.from_batches(first.schema, batches())  # noqa: F841
+        try:
+            self._run(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(arrow_data) "
+                f"SETTINGS {_INSERT_SETTINGS_SQL}",
+                None,
+                "CSV",
+            )
+        except WarehouseError:
+            if failure:
+                raise failure[0] from None
+            raise
+        return taken
 
     def _run(self, sql: str, params: Params | None, fmt: str) -> Any:
         text_params = {k: _chdb_param(v) for k, v in (params or {}).items()}
@@ -230,6 +290,12 @@ class _ServerConnection:
             columnar=True,
             settings=INSERT_SETTINGS,
         )
+
+    def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: int | None = None) -> int:
+        group = first_rows(tables, rows or SERVER_INSERT_ROWS)
+        if group:
+            self.insert(table, pa.concat_tables(group))
+        return sum(t.num_rows for t in group)
 
     def _execute(self, sql: str, params: Params | None, **kwargs: Any) -> Any:
         values = {k: (v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(v, datetime) else v)

@@ -93,3 +93,69 @@ def test_a_server_insert_sends_timestamps_as_milliseconds_with_the_same_bytes() 
     as_milliseconds.write(columns)
     assert len(as_milliseconds.sent) > 100
     assert as_milliseconds.sent == as_datetimes.sent
+
+
+def _numbered(count: int, size: int, fail_at: int | None = None):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    for n in range(count):
+        if n == fail_at:
+            raise ConnectionResetError("historian connection dropped mid-read")
+        yield pa.table({"x": pa.array(range(n * size, (n + 1) * size), pa.int64())})
+
+
+def test_an_embedded_streamed_insert_is_one_part_per_statement(tmp_path: Path) -> None:
+    """Each `insert_stream` statement takes tables until it has `rows` rows and stores them as
+    one part; a source that fails mid-statement has its own exception raised, and that
+    statement stores nothing (the earlier ones stay, for the next load to replace)."""
+    store = ChdbWarehouse(tmp_path / "clickhouse", "db")
+    with store.connect() as conn:
+        conn.command("CREATE DATABASE IF NOT EXISTS db")
+        conn.command("CREATE TABLE db.t (x Int64) ENGINE = MergeTree ORDER BY x")
+        conn.command("SYSTEM STOP MERGES db.t")
+        tables = _numbered(10, 100)
+        sizes = []
+        while inserted := conn.insert_stream("db.t", tables, rows=250):
+            sizes.append(inserted)
+        assert sizes == [300, 300, 300, 100]
+        parts = conn.query(
+            "SELECT count() AS n, sum(rows) AS stored FROM system.parts "
+            "WHERE active AND database = 'db' AND table = 't'"
+        ).to_pylist()[0]
+        assert (parts["n"], parts["stored"]) == (4, 1000)
+
+        conn.command("TRUNCATE TABLE db.t")
+        failing = _numbered(10, 100, fail_at=4)
+        assert conn.insert_stream("db.t", failing, rows=250) == 300
+        with pytest.raises(ConnectionResetError, match="dropped mid-read"):
+            conn.insert_stream("db.t", failing, rows=250)
+        assert _rows(conn) == list(range(300))
+
+
+def _rows(conn) -> list[int]:  # type: ignore[no-untyped-def]
+    return conn.query("SELECT x FROM db.t ORDER BY x").column("x").to_pylist()
+
+
+def test_a_server_streamed_insert_sends_groups_of_the_statement_size() -> None:
+    """Against a server, `insert_stream` gathers tables into one columnar INSERT of at least
+    `rows` rows (clickhouse-driver takes Python lists, so the default stays 200k rows).
+    (No ClickHouse server runs here: a stand-in records what the driver would be sent.)"""
+    from ww_assets.warehouse import SERVER_INSERT_ROWS, _ServerConnection
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.inserts: list[tuple[str, list[list[int]]]] = []
+
+        def execute(self, sql: str, data: list[list[int]], **_: object) -> None:
+            self.inserts.append((sql, data))
+
+    client = Recorder()
+    conn = _ServerConnection(client)
+    tables = _numbered(5, 100)
+    assert [conn.insert_stream("db.t", tables, rows=150) for _ in range(4)] == [200, 200, 100, 0]
+    assert [sql for sql, _ in client.inserts] == ["INSERT INTO db.t (`x`) VALUES"] * 3
+    assert [data[0] for _, data in client.inserts] == [
+        list(range(0, 200)), list(range(200, 400)), list(range(400, 500))
+    ]
+    assert conn.insert_stream("db.t", _numbered(3, 100)) == 300  # under SERVER_INSERT_ROWS: one
+    assert len(client.inserts) == 4 and SERVER_INSERT_ROWS > 300
