@@ -52,11 +52,13 @@ def connect(path: str | Path) -> sqlite3.Connection:
     """Open (creating file, parent directories and tables if needed) the store at `path`.
 
     The connection uses WAL journaling and a busy timeout so that a simulator can append
-    while the pipeline reads.
+    while the pipeline reads. Like a pymssql connection, it may be used from another thread
+    than the one that opened it (one at a time): an embedded insert pulls a read's batches
+    from chDB's own thread.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
