@@ -191,7 +191,7 @@ class _ChdbConnection:
                     taken += part.num_rows
                     if taken >= limit:
                         return
-            except BaseException as error:
+            except Exception as error:  # not GeneratorExit: chDB may drop a stream it failed on
                 failure.append(error)
                 raise
 

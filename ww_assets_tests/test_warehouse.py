@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ww_assets.warehouse import ChdbWarehouse, HeldSessions
+from ww_assets.warehouse import ChdbWarehouse, HeldSessions, WarehouseError
 
 
 def _lock_is_free(store: ChdbWarehouse) -> bool:
@@ -130,6 +130,14 @@ def test_an_embedded_streamed_insert_is_one_part_per_statement(tmp_path: Path) -
         with pytest.raises(ConnectionResetError, match="dropped mid-read"):
             conn.insert_stream("db.t", failing, rows=250)
         assert _rows(conn) == list(range(300))
+
+        # ClickHouse's own refusal, before or during the stream, stays a WarehouseError
+        with pytest.raises(WarehouseError, match="missing"):
+            conn.insert_stream("db.missing", _numbered(10, 100), rows=250)
+        conn.command("CREATE TABLE db.small (x Int64, CONSTRAINT small CHECK x < 150) "
+                     "ENGINE = MergeTree ORDER BY x")
+        with pytest.raises(WarehouseError, match="small"):
+            conn.insert_stream("db.small", _numbered(10, 100), rows=1000)
 
 
 def _rows(conn) -> list[int]:  # type: ignore[no-untyped-def]
