@@ -7,7 +7,7 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
 2. plan: the tag chunks of the dataset (a catalog in its own process, as `wonderware/tags`
    makes it), which the bare copy, the row path and the cost stage copy.
    bare: the same historian reads and ClickHouse inserts as a minimal script (no Dagster, one
-   warehouse session, the pipeline's insert groups, no clip, no delete): the practical limit
+   warehouse session, the pipeline's streamed inserts, no clip, no delete): the practical limit
    on this machine. Timed from its process start (interpreter and imports included, as in a
    ww run) to the last insert.
 3. ww: a backfill of every partition through Dagster as a user launches it: `wonderware/tags`
