@@ -14,8 +14,9 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
    first (not timed); the runs of the asset's backfill policy (per chunk, up to
    `max_partitions_per_run` days) created on a real instance (the project's `dagster.yaml`) as
    the backfill daemon creates them (not timed; their creation time is reported); then each
-   run's worker process, `dagster api execute_run`, as the default run launcher starts it,
-   one after the other. Timed from the first worker's start to the last one's exit: run
+   run's worker process, `dagster api execute_run` (the command the Docker and Kubernetes run
+   launchers start; the default launcher's code server spawns an equivalent process), one
+   after the other. Timed from the first worker's start to the last one's exit: run
    start-up and the partitioned checks included (the report also gives the rate without the
    check step). The runs' figures are read from the instance afterwards, outside the timed
    window.
@@ -118,8 +119,8 @@ class Bench:
         return self.finish(self.start(stage, name, **args), f"{stage}/{name}")
 
     def run_worker(self, command: list[str]) -> subprocess.CompletedProcess[str]:
-        """One run's worker process (`dagster api execute_run`), as the default run launcher
-        starts it; its output goes to the log."""
+        """One run's worker process (`dagster api execute_run`, as a run launcher starts it);
+        its output goes to the log."""
         worker = subprocess.run(command, cwd=REPO, env=self.env("ww"), capture_output=True,
                                 text=True)
         with self.log.open("a") as log:

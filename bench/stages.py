@@ -377,8 +377,8 @@ def ww_create_runs(ranges: list[list[str]]) -> dict[str, Any]:
     """The backfill's runs, created on the instance as the backfill daemon creates them
     (outside the runs' timed window, as in a deployment): each a range run of
     `wonderware_history_job` of the code location (`ww_assets.definitions:defs`), with the
-    command line of its run worker (`dagster api execute_run`, what the default run launcher
-    starts) and the seconds its creation took."""
+    command line of its run worker (`dagster api execute_run`, what the Docker and Kubernetes
+    run launchers start) and the seconds its creation took."""
     import warnings
 
     import dagster as dg
