@@ -103,9 +103,9 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
     """The same historian reads and ClickHouse inserts, as a minimal script: one warehouse
     session for the whole copy, the reads fetched ahead of the inserts as the pipeline does
     (`ReadAhead`, here across partition boundaries too), streamed into the pipeline's inserts
-    (`insert_stream`, with a `LoadId` column); no clip, no delete, no Dagster. `seconds` runs from the process start
-    (interpreter and imports included, as in a ww run) to the last insert; `copy_s` is the
-    copy alone."""
+    (`insert_stream`, with a `LoadId` column); no clip, no delete, no Dagster. `seconds` runs
+    from the process start (interpreter and imports included, as in a ww run) to the last
+    insert; `copy_s` is the copy alone."""
     settings = Settings.from_env()
     parts = _partitions(chunks, first_day, days)
     historian, store = _historian(settings, data), _warehouse(settings)
@@ -115,12 +115,17 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
         ensure_schema(conn, store.database)
         read = ReadAhead(batch for _, tags, start, end in parts
                           for batch in historian.read_history(tags, start, end))
-        tables = (with_load_id(pa.Table.from_batches([batch]), 1) for batch in read)
+        tables = _loaded(read)
         while inserted := conn.insert_stream(f"{store.database}.{HISTORY_TABLE}", tables):
             rows += inserted
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
             "cpu_s": time.process_time(), "stored": _count(store)}
+
+
+def _loaded(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+    """`batches` as the tables the pipeline inserts: with a (constant) `LoadId` column."""
+    return (with_load_id(pa.Table.from_batches([batch]), 1) for batch in batches)
 
 
 # ---------------------------------------------------------------- row path
@@ -288,6 +293,7 @@ def cost(
     store = _TimedWarehouse(_warehouse(settings), spent)
     with store.inner.connect() as conn:
         ensure_schema(conn, store.database)
+    # The driver and the conversion run in whichever thread pulls them (chDB's, mostly).
     clock = time.thread_time
     rows = 0
 
@@ -329,8 +335,7 @@ def _server_insert_cost(
 
     blocks = NativeBlocks()
     rows, lists, encode = 0, 0.0, 0.0
-    batches = historian.read_history(tags, start, end)
-    tables = (with_load_id(pa.Table.from_batches([batch]), 1) for batch in batches)
+    tables = _loaded(historian.read_history(tags, start, end))
     while group := first_rows(tables, SERVER_INSERT_ROWS):
         table = pa.concat_tables(group)
         t0 = time.process_time()
@@ -394,20 +399,19 @@ def ww_create_runs(ranges: list[list[str]]) -> dict[str, Any]:
     instance = dg.DagsterInstance.get()
     repository = ReconstructableRepository.for_module("ww_assets.definitions", "defs", str(Path.cwd()))
     recon_job = repository.get_reconstructable_job(history_job.name)
-    job_def = recon_job.get_definition()
+    job_def, origin = recon_job.get_definition(), recon_job.get_python_origin()
+    instance_ref = instance.get_ref()
     runs = []
     for start_key, end_key in ranges:
         started = time.perf_counter()
         run = instance.create_run_for_job(
             job_def=job_def,
             tags={**range_tags(start_key, end_key), "ww/reason": "bench"},
-            job_code_origin=recon_job.get_python_origin(),
+            job_code_origin=origin,
         )
         created_s = time.perf_counter() - started
         args = ExecuteRunArgs(
-            job_origin=recon_job.get_python_origin(),
-            run_id=run.run_id,
-            instance_ref=instance.get_ref(),
+            job_origin=origin, run_id=run.run_id, instance_ref=instance_ref,
             set_exit_code_on_failure=True,
         )
         command = [sys.executable, "-m", "dagster", "api", "execute_run", serialize_value(args)]
@@ -419,7 +423,8 @@ def ww_run_figures(run_id: str) -> dict[str, Any]:
     """A finished run's figures, from its events on the instance."""
     import dagster as dg
 
-    events = dg.DagsterInstance.get().all_logs(run_id)
+    instance = dg.DagsterInstance.get()
+    events = instance.all_logs(run_id)
     step_started: dict[str, float] = {}
     step_seconds: dict[str, float] = {}
     body_s = rows = partitions = succeeded_at = 0.0
@@ -440,7 +445,7 @@ def ww_run_figures(run_id: str) -> dict[str, Any]:
             rows = metadata["rows"].value
             partitions = metadata["partitions_in_run"].value
     return {
-        "success": dg.DagsterInstance.get().get_run_by_id(run_id).is_success,
+        "success": instance.get_run_by_id(run_id).is_success,
         "rows": rows,
         "partitions": partitions,
         "asset_body_s": body_s,

@@ -165,15 +165,7 @@ class _ChdbConnection:
         self._run(sql, params, "CSV")
 
     def insert(self, table: str, data: pa.Table) -> None:
-        columns = ", ".join(f"`{name}`" for name in data.column_names)
-        # chDB's Python() table function reads the local variable named in the SQL.
-        arrow_data = data  # noqa: F841
-        self._run(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(arrow_data) "
-            f"SETTINGS {_INSERT_SETTINGS_SQL}",
-            None,
-            "CSV",
-        )
+        self.insert_stream(table, iter([data]))
 
     def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: int | None = None) -> int:
         first = next(tables, None)
@@ -196,6 +188,7 @@ class _ChdbConnection:
                 raise
 
         columns = ", ".join(f"`{name}`" for name in first.column_names)
+        # chDB's Python() table function reads the local variable named in the SQL.
         arrow_data = pa.RecordBatchReader.from_batches(first.schema, batches())  # noqa: F841
         try:
             self._run(
