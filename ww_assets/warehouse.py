@@ -4,9 +4,10 @@
 insert Arrow). Query parameters use ClickHouse's `{name:Type}` syntax on both backends.
 
 chDB opens a data directory in one process at a time (DESIGN §6), so every embedded session is
-taken under an exclusive file lock and kept short (one partition's load or up to 5 s of a run's
-consecutive partitions, one check step's queries, one CLI command): a backfill run, the sync,
-a check and the CLI queue for seconds at most instead of failing.
+taken under an exclusive file lock. A process that waits for it says so (`others_waiting`), and
+a session that others wait for is kept short (one partition's load after at least 5 s of a
+run's consecutive partitions, one check step's queries, one CLI command): a backfill run, the
+sync, a check and the CLI queue for seconds at most instead of failing.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class Warehouse(Protocol):
 
     def describe(self) -> str: ...
 
+    def wait_stamp(self) -> int:
+        """A value that changes while another process or thread waits for a session (constant
+        where sessions are not exclusive)."""
+        ...
+
 
 STREAM_ROWS = 500_000
 """Rows per embedded INSERT, streamed from the read: ClickHouse squashes a statement's blocks
@@ -65,25 +71,32 @@ SERVER_INSERT_ROWS = 200_000
 """Rows per INSERT to a ClickHouse server: clickhouse-driver takes them as Python lists."""
 
 SESSION_HOLD_S = 5.0
-"""How long `HeldSessions` keeps one session across a run's consecutive partitions."""
+"""How long `HeldSessions` keeps its session at least before it lets a waiting process in."""
 
 
 class HeldSessions:
-    """`inner` whose session stays open from one `connect()` block to the next, for up to
-    `hold_s` seconds since it opened; then it closes at the end of a block, so a process
-    waiting for embedded ClickHouse gets in between two partitions. An error in a block
-    closes it. Opening an embedded session costs 20-150 ms (more with more parts): a run of
-    many small partitions pays that once per `hold_s` instead of once per partition.
-    Use as a context manager; leaving it closes the session."""
+    """`inner` whose session stays open from one `connect()` block to the next. Once another
+    process (or thread) waits for the store and the session has been open `hold_s` seconds,
+    it closes at the end of a block, so the sync or a check gets in between two partitions.
+    An error in a block closes it. Use as a context manager; leaving it closes the session.
+
+    Why hold: opening an embedded session costs 20-150 ms (more with more parts), and closing
+    one cancels ClickHouse's background merges, which the next session starts again from zero.
+    A run of 4.32M-row partitions that reopened its session every 5 s never merged beyond one
+    part per partition, and took 10-15 % longer (docs/performance.md)."""
 
     def __init__(self, inner: Warehouse, hold_s: float = SESSION_HOLD_S) -> None:
         self.inner, self.hold_s, self.database = inner, hold_s, inner.database
         self._session: ExitStack | None = None
         self._conn: WarehouseConnection | None = None
         self._opened = 0.0
+        self._stamp_at_open = 0
 
     def describe(self) -> str:
         return self.inner.describe()
+
+    def wait_stamp(self) -> int:
+        return self.inner.wait_stamp()
 
     @contextmanager
     def connect(self) -> Iterator[WarehouseConnection]:
@@ -91,12 +104,14 @@ class HeldSessions:
             session = ExitStack()
             self._conn = session.enter_context(self.inner.connect())
             self._session, self._opened = session, time.monotonic()
+            self._stamp_at_open = self.inner.wait_stamp()
         try:
             yield self._conn
         except BaseException:
             self.close()
             raise
-        if time.monotonic() - self._opened >= self.hold_s:
+        if (time.monotonic() - self._opened >= self.hold_s
+                and self.inner.wait_stamp() != self._stamp_at_open):
             self.close()
 
     def close(self) -> None:
@@ -215,22 +230,31 @@ _process_lock = threading.Lock()
 
 
 class ChdbWarehouse:
-    """Embedded ClickHouse (chDB) in `path`; short sessions under a cross-process lock."""
+    """Embedded ClickHouse (chDB) in `path`; sessions under a cross-process lock."""
 
     def __init__(self, path: Path, database: str, lock_timeout_s: float = 600.0) -> None:
         self.path = Path(path)
         self.database = database
         self.lock_timeout_s = lock_timeout_s
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._wanted_path = self.path.with_name(self.path.name + ".wanted")
 
     def describe(self) -> str:
         return f"chDB (embedded) at {self.path}, database {self.database}"
+
+    def wait_stamp(self) -> int:
+        """The time a waiter last marked `clickhouse.wanted` (it does every 0.2 s)."""
+        try:
+            return self._wanted_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
 
     @contextmanager
     def connect(self) -> Iterator[WarehouseConnection]:
         from chdb import session as chdb_session
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _process_lock, self._file_lock():
+        with self._exclusive():
             session = chdb_session.Session(str(self.path))
             try:
                 yield _ChdbConnection(session)
@@ -238,25 +262,40 @@ class ChdbWarehouse:
                 session.close()
 
     @contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a+") as handle:
-            deadline = time.monotonic() + self.lock_timeout_s
-            while True:
+    def _exclusive(self) -> Iterator[None]:
+        """This process's lock, then the file lock; while waiting for either, the wait is
+        marked on `clickhouse.wanted` for the holder to see (`wait_stamp`)."""
+        deadline, marked = time.monotonic() + self.lock_timeout_s, -1.0
+
+        def wait() -> None:
+            nonlocal marked
+            now = time.monotonic()
+            if now > deadline:
+                raise WarehouseError(
+                    f"embedded ClickHouse at {self.path} stayed busy for "
+                    f"{self.lock_timeout_s:g} s (lock {self._lock_path})"
+                )
+            if now - marked >= 0.2:
+                self._wanted_path.touch()
+                marked = now
+
+        while not _process_lock.acquire(timeout=0.02):
+            wait()
+        try:
+            with open(self._lock_path, "a+") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        wait()
+                        time.sleep(0.02)
                 try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise WarehouseError(
-                            f"embedded ClickHouse at {self.path} stayed busy for "
-                            f"{self.lock_timeout_s:.0f} s (lock {lock_path})"
-                        ) from None
-                    time.sleep(0.02)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            _process_lock.release()
 
 
 # ---------------------------------------------------------------- ClickHouse server
@@ -323,6 +362,9 @@ class ServerWarehouse:
 
     def describe(self) -> str:
         return f"ClickHouse server {self.resource.host}:{self.resource.port}, database {self.database}"
+
+    def wait_stamp(self) -> int:
+        return 0  # a server's sessions do not exclude one another
 
     @contextmanager
     def connect(self) -> Iterator[WarehouseConnection]:

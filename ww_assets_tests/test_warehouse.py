@@ -1,10 +1,15 @@
-"""HeldSessions: one embedded ClickHouse session across consecutive blocks, for a bounded time,
-released for other processes (the lock is the one `ChdbWarehouse` takes: a `flock` on
-`clickhouse.lock`, tried here through a second open file as another process would)."""
+"""HeldSessions: one embedded ClickHouse session across consecutive blocks while nobody else
+waits, released between two blocks for a process or thread that waits (the lock is the one
+`ChdbWarehouse` takes: a `flock` on `clickhouse.lock`, tried here through a second open file as
+another process would)."""
 
 from __future__ import annotations
 
 import fcntl
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,9 +31,17 @@ def _count(conn) -> int:  # type: ignore[no-untyped-def]
     return int(conn.query("SELECT count() AS n FROM numbers(3)").column("n")[0].as_py())
 
 
-def test_one_session_serves_blocks_until_the_hold_ends(tmp_path: Path) -> None:
+def _until(condition, what: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.02)
+
+
+def test_one_session_serves_blocks_while_nobody_waits(tmp_path: Path) -> None:
+    """Past the hold too: closing a session would cancel ClickHouse's background merges."""
     store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware")
-    with HeldSessions(store, hold_s=60) as held:
+    with HeldSessions(store, hold_s=0) as held:
         with held.connect() as first:
             assert _count(first) == 3
         assert not _lock_is_free(store)  # kept between blocks
@@ -37,14 +50,73 @@ def test_one_session_serves_blocks_until_the_hold_ends(tmp_path: Path) -> None:
     assert _lock_is_free(store)  # leaving the scope closes it
 
 
-def test_a_session_older_than_the_hold_closes_after_its_block(tmp_path: Path) -> None:
+_OTHER_PROCESS = """
+import sys
+from ww_assets.warehouse import ChdbWarehouse
+with ChdbWarehouse(sys.argv[1], "wonderware").connect() as conn:
+    conn.command("CREATE DATABASE IF NOT EXISTS wonderware")
+    conn.command("CREATE TABLE wonderware.visits (n UInt8) ENGINE = MergeTree ORDER BY n")
+    conn.command("INSERT INTO wonderware.visits VALUES (1)")
+"""
+
+
+def test_a_waiting_process_gets_the_store_at_the_end_of_a_block(tmp_path: Path) -> None:
+    """Another process (the sync, a check) that waits for the store marks its wait; the
+    holder, open longer than its hold, lets it in after the block it is in, then reopens."""
     store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware")
     with HeldSessions(store, hold_s=0) as held:
         with held.connect() as first:
-            assert not _lock_is_free(store)
-        assert _lock_is_free(store)  # another process gets in between two partitions
+            stamp = store.wait_stamp()
+            other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS, str(store.path)])
+            _until(lambda: store.wait_stamp() != stamp, "the other process waits")
+            assert other.poll() is None  # it cannot get in during the block
+        assert other.wait(timeout=60) == 0
         with held.connect() as second:
-            assert second is not first and _count(second) == 3
+            assert second is not first
+            visits = second.query("SELECT count() AS n FROM wonderware.visits")
+            assert visits.column("n")[0].as_py() == 1
+
+
+def test_a_waiter_gets_in_only_once_the_hold_is_over(tmp_path: Path) -> None:
+    """Within `hold_s` of its opening the session is kept even though a thread waits; the
+    waiter gets in when the holder's scope ends."""
+    store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware")
+    got_in = threading.Event()
+
+    def waiter() -> None:
+        with store.connect():
+            got_in.set()
+
+    with HeldSessions(store, hold_s=60) as held:
+        with held.connect() as first:
+            stamp = store.wait_stamp()
+            thread = threading.Thread(target=waiter)
+            thread.start()
+            _until(lambda: store.wait_stamp() != stamp, "the thread waits")
+        with held.connect() as second:
+            assert second is first and not got_in.is_set()
+    thread.join(timeout=60)
+    assert got_in.is_set()
+
+
+def test_a_store_that_stays_busy_names_its_lock(tmp_path: Path) -> None:
+    store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware", lock_timeout_s=0.3)
+    impatient = ChdbWarehouse(tmp_path / "clickhouse", "wonderware", lock_timeout_s=0.3)
+    failure: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            with impatient.connect():
+                pass
+        except WarehouseError as error:
+            failure.append(error)
+
+    with store.connect():
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join(timeout=30)
+    assert failure and "stayed busy for 0.3 s" in str(failure[0])
+    assert "clickhouse.lock" in str(failure[0])
 
 
 def test_an_error_in_a_block_closes_the_session(tmp_path: Path) -> None:

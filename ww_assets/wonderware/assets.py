@@ -114,8 +114,8 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         keys = sorted(context.partition_keys)
         records: list[dg.TableRecord] = []
         total = SliceStats()
-        # One session serves consecutive partitions for up to 5 s (`HeldSessions`: opening one
-        # costs 20-150 ms); the sync and the checks wait at most that plus one partition.
+        # One session serves consecutive partitions (`HeldSessions`: its background merges go
+        # on); a sync or check that waits gets in after at most 5 s and one partition.
         with gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
             with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
                 tags_by_chunk = read_active_tags(store)
