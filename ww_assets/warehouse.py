@@ -83,7 +83,7 @@ class HeldSessions:
     Why hold: opening an embedded session costs 20-150 ms (more with more parts), and closing
     one cancels ClickHouse's background merges, which the next session starts again from zero.
     A run of 4.32M-row partitions that reopened its session every 5 s never merged beyond one
-    part per partition, and took 10-15 % longer (docs/performance.md)."""
+    part per partition, and its asset body took 12-15 % longer (docs/performance.md)."""
 
     def __init__(self, inner: Warehouse, hold_s: float = SESSION_HOLD_S) -> None:
         self.inner, self.hold_s, self.database = inner, hold_s, inner.database
