@@ -9,12 +9,12 @@ import fcntl
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from ww_assets.warehouse import ChdbWarehouse, HeldSessions, WarehouseError
+from ww_assets_tests.services import wait_for
 
 
 def _lock_is_free(store: ChdbWarehouse) -> bool:
@@ -29,13 +29,6 @@ def _lock_is_free(store: ChdbWarehouse) -> bool:
 
 def _count(conn) -> int:  # type: ignore[no-untyped-def]
     return int(conn.query("SELECT count() AS n FROM numbers(3)").column("n")[0].as_py())
-
-
-def _until(condition, what: str, timeout_s: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 def test_one_session_serves_blocks_while_nobody_waits(tmp_path: Path) -> None:
@@ -68,7 +61,8 @@ def test_a_waiting_process_gets_the_store_at_the_end_of_a_block(tmp_path: Path) 
         with held.connect() as first:
             stamp = store.wait_stamp()
             other = subprocess.Popen([sys.executable, "-c", _OTHER_PROCESS, str(store.path)])
-            _until(lambda: store.wait_stamp() != stamp, "the other process waits")
+            wait_for("the other process to wait", lambda: store.wait_stamp() != stamp,
+                     timeout_s=60, interval_s=0.02)
             assert other.poll() is None  # it cannot get in during the block
         assert other.wait(timeout=60) == 0
         with held.connect() as second:
@@ -92,7 +86,8 @@ def test_a_waiter_gets_in_only_once_the_hold_is_over(tmp_path: Path) -> None:
             stamp = store.wait_stamp()
             thread = threading.Thread(target=waiter)
             thread.start()
-            _until(lambda: store.wait_stamp() != stamp, "the thread waits")
+            wait_for("the thread to wait", lambda: store.wait_stamp() != stamp,
+                     timeout_s=60, interval_s=0.02)
         with held.connect() as second:
             assert second is first and not got_in.is_set()
     thread.join(timeout=60)
@@ -100,7 +95,7 @@ def test_a_waiter_gets_in_only_once_the_hold_is_over(tmp_path: Path) -> None:
 
 
 def test_a_store_that_stays_busy_names_its_lock(tmp_path: Path) -> None:
-    store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware", lock_timeout_s=0.3)
+    store = ChdbWarehouse(tmp_path / "clickhouse", "wonderware")
     impatient = ChdbWarehouse(tmp_path / "clickhouse", "wonderware", lock_timeout_s=0.3)
     failure: list[BaseException] = []
 
