@@ -114,22 +114,21 @@ class HistorianEmulator:
 
         Bounds are aware datetimes or naive ones meaning UTC.
         """
-        names = list(dict.fromkeys(tags))
-        counts = dict.fromkeys(names, 0)
         start_text, end_text = store.format_utc(start_utc), store.format_utc(end_utc)
         conn = self._connect()
         try:
             # One key-range count per tag: without a GROUP BY SQLite counts a range at about
             # half the cost per point (the row-count check asks this of every partition).
-            for tag in names:
-                (counts[tag],) = conn.execute(
+            return {
+                tag: conn.execute(
                     "SELECT count(*) FROM Points WHERE TagName = ? AND DateTime >= ? "
                     "AND DateTime < ?",
                     (tag, start_text, end_text),
-                ).fetchone()
+                ).fetchone()[0]
+                for tag in dict.fromkeys(tags)
+            }
         finally:
             conn.close()
-        return counts
 
     def query(self, q: HistoryQuery, batch_rows: int = 50_000) -> Iterator[list[tuple]]:
         """Rows of `History` for `q`, in lists of at most `batch_rows`, ordered by tag and time.
