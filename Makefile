@@ -9,7 +9,7 @@ export DAGSTER_HOME
 DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
 
-.PHONY: install demo dev test e2e-browser bench clean
+.PHONY: install demo dev test e2e-browser bench bench-full clean
 
 $(BIN)/ww: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ e2e-browser: install
 ## bench: throughput of ww_assets against a bare copy and the replaced system's row path
 bench: install
 	$(BIN)/python -m bench.run
+
+## bench-full: the same on one backfill run of the size the defaults make (a 50-tag chunk × 31 days at 1 s: 134M rows, ~15 GB in /tmp)
+bench-full: install
+	BENCH_TAGS=50 BENCH_CHUNK_SIZE=50 BENCH_DAYS=31 $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(WW_HOME) .pytest_cache
