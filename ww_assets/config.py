@@ -1,16 +1,18 @@
 """Settings from environment variables, checked once at load time.
 
 Every variable the project reads is declared here, with its default and meaning (the README's
-table is this list). A bad value raises `ConfigError` naming the variable. No Dagster import.
+table is this list). A bad value raises `ConfigError` naming the variable. Dagster is imported
+only to check a cron expression set in the environment by Dagster's own rule.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ww_assets.history_query import RETRIEVAL_MODES, TAG_TYPES
@@ -105,7 +107,7 @@ class Settings:
             clickhouse_user=r.text("CLICKHOUSE_USER", "default"),
             clickhouse_password=r.text("CLICKHOUSE_PASSWORD", ""),
             clickhouse_db=r.identifier("CLICKHOUSE_DB", "wonderware"),
-            redis_url=r.optional("REDIS_URL"),
+            redis_url=r.url("REDIS_URL", ("redis", "rediss", "unix")),
             tag_chunk_size=r.integer("WONDERWARE_PIPELINE_TAG_CHUNK_SIZE", 50, minimum=1),
             backfill_oldest_time=r.utc_time(
                 "WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2025-01-01 00:00:00"
@@ -134,7 +136,7 @@ class Settings:
             reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),
             quality_good_min_ratio=r.ratio("WONDERWARE_QUALITY_GOOD_MIN_RATIO", 0.9),
             freshness_max_lag_s=r.integer("WONDERWARE_FRESHNESS_MAX_LAG", 300, minimum=1),
-            alert_webhook_url=r.optional("WONDERWARE_ALERT_WEBHOOK_URL"),
+            alert_webhook_url=r.url("WONDERWARE_ALERT_WEBHOOK_URL", ("http", "https")),
         )
 
 
@@ -232,8 +234,26 @@ class _Reader:
         return parsed.astimezone(timezone.utc)
 
     def cron(self, name: str, default: str) -> str:
-        raw = self.text(name, default)
-        fields = raw.split()
-        if len(fields) != 5:
-            raise ConfigError(f"{name}={raw!r} is not a 5-field cron expression")
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(raw):
+            raise ConfigError(
+                f"{name}={raw!r} is not a 5-field cron expression (minute hour day month weekday, "
+                "e.g. '*/1 * * * *')"
+            )
+        return raw
+
+    def url(self, name: str, schemes: Sequence[str]) -> str | None:
+        raw = self.optional(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        where = parts.path if parts.scheme == "unix" else parts.netloc
+        if parts.scheme not in schemes or not where:
+            raise ConfigError(
+                f"{name}={raw!r} is not a URL of scheme {' or '.join(s + '://' for s in schemes)}"
+            )
         return raw

@@ -36,12 +36,31 @@ def test_defaults_are_embedded() -> None:
         ("WONDERWARE_EMULATOR_TIMEZONE", "Mars/Olympus", "IANA"),
         ("CLICKHOUSE_DB", "wonder-ware; DROP", "letters, digits"),
         ("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "every minute", "cron"),
+        ("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "a b c d e", "cron"),
+        ("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "61 1 * * *", "cron"),
+        ("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "0 0 30 2 *", "cron"),
+        ("REDIS_URL", "localhost:6379", "redis://"),
+        ("REDIS_URL", "redis://", "redis://"),
+        ("WONDERWARE_ALERT_WEBHOOK_URL", "notaurl", "http://"),
+        ("WONDERWARE_ALERT_WEBHOOK_URL", "ftp://example.com/hook", "http://"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
         Settings.from_env({name: value})
     assert name in str(error.value)
+
+
+def test_good_urls_and_cron_expressions_pass_unchanged() -> None:
+    s = Settings.from_env({
+        "REDIS_URL": "unix:///run/redis.sock?db=1",
+        "WONDERWARE_ALERT_WEBHOOK_URL": "https://hooks.example.com/ww",
+        "WONDERWARE_PIPELINE_SYNC_SCHEDULE": "*/5 6-18 * * mon-fri",
+    })
+    assert s.redis_url == "unix:///run/redis.sock?db=1"
+    assert s.alert_webhook_url == "https://hooks.example.com/ww"
+    assert s.sync_schedule == "*/5 6-18 * * mon-fri"
+    assert Settings.from_env({"REDIS_URL": "redis://:pw@cache:6380/2"}).redis_url
 
 
 def test_retrieval_mode_and_tag_types_are_normalised() -> None:
