@@ -187,16 +187,18 @@ def replace_slice(
     `on_batch` sees the figures after each insert.
     """
     started = time.monotonic()
-    load_id = time.time_ns()
     stats = SliceStats()
     table = f"{warehouse.database}.{HISTORY_TABLE}"
-    tables = (with_load_id(t, load_id) for t in _clip(batches, tags, start, end, stats))
-    first = next(tables, None)
+    clipped = _clip(batches, tags, start, end, stats)
+    first = next(clipped, None)
     where = f"{SLICE} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
-    params = {**slice_params(tags, start, end), "load_id": load_id}
     with warehouse.connect() as conn:
+        # Taken once the session is ours: a load that waited for embedded ClickHouse's lock
+        # gets a newer id than the load it waited for, so its delete removes that load's rows.
+        load_id = time.time_ns()
+        params = {**slice_params(tags, start, end), "load_id": load_id}
         if first is not None:
-            pending = itertools.chain([first], tables)
+            pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
             while conn.insert_stream(table, pending, insert_rows):
                 if on_batch:
                     on_batch(stats)

@@ -197,3 +197,41 @@ def test_a_slice_keeps_only_its_tags_and_its_window(pipeline: Pipeline) -> None:
         db = pipeline.warehouse.database
         assert slice_row_count(conn, db, ["A", "B", "C"], start - timedelta(days=1),
                                end + timedelta(days=1)) == 5  # fmt: skip
+
+
+def test_a_load_that_waited_for_the_session_replaces_the_one_it_waited_for(
+    loaded: Pipeline,
+) -> None:
+    """Two loads of one partition at once (a nightly refresh and a repair run, say), one of
+    them waiting for embedded ClickHouse's lock while a run holds its session between
+    partitions: the waiting load takes its LoadId once the session is its own, so its delete
+    removes the other load's rows and a plain SELECT sees every point once (§5.1)."""
+    from threading import Thread
+
+    from ww_assets.historian import EmulatorHistorian
+    from ww_assets.history_query import day_bounds
+    from ww_assets.warehouse import HeldSessions
+    from ww_assets_tests.services import wait_for
+
+    store = loaded.warehouse
+    historian = EmulatorHistorian(loaded.settings.historian_sqlite, loaded.settings.tag_types)
+    start, end = day_bounds(FIRST)
+    loads: list[object] = []
+
+    def load(warehouse: object) -> None:
+        batches = historian.read_history(COPIED_TAGS, start, end)
+        loads.append(replace_slice(warehouse, COPIED_TAGS, start, end, batches))  # type: ignore[arg-type]
+
+    with HeldSessions(store, hold_s=60) as held:
+        with held.connect():
+            pass  # a run's session, held open between its partitions
+        stamp = store.wait_stamp()
+        waiting = Thread(target=load, args=(store,))
+        waiting.start()
+        wait_for("the second load to wait for the session",
+                 lambda: store.wait_stamp() != stamp, timeout_s=60, interval_s=0.02)  # fmt: skip
+        load(held)
+    waiting.join(timeout=120)
+    assert len(loads) == 2
+    expected = stored_points(loaded.settings.historian_sqlite, COPIED_TAGS, FIRST, FIRST)
+    assert warehouse_points(store, COPIED_TAGS, FIRST, FIRST) == expected
