@@ -25,9 +25,9 @@ def _catalog(p: Pipeline) -> dict[str, str]:
         return {r["TagName"]: r["Chunk"] for r in read_catalog(conn, "wonderware").to_pylist()}
 
 
-def _sensor_requests(p: Pipeline) -> dg.SensorResult | list:
+def _sensor_requests(p: Pipeline, cursor: str | None = None) -> dg.SensorResult | list:
     sensor = p.defs.resolve_sensor_def("new_tag_history_sensor")
-    context = dg.build_sensor_context(instance=p.instance, definitions=p.defs)
+    context = dg.build_sensor_context(instance=p.instance, definitions=p.defs, cursor=cursor)
     return sensor.evaluate_tick(context)
 
 
@@ -77,6 +77,35 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
     expected = stored_points(pipeline.settings.historian_sqlite, tags, DAYS[0], DAYS[-1])
     assert any(r[0] in NEW_TAGS for r in expected)
     assert warehouse_points(pipeline.warehouse, tags, DAYS[0], DAYS[-1]) == expected
+
+
+def test_sensor_sees_new_tags_of_every_refresh_since_its_last_tick(pipeline: Pipeline) -> None:
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    first = _sensor_requests(pipeline)
+    assert not first.run_requests and "first catalog" in first.skip_message
+
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_tags(conn, [store.TagDef("Zzz.Last", 1, "added later", 0, 10, "bar")])
+    store.add_points(conn, [("Zzz.Last", datetime(2025, 11, 1, 3, tzinfo=timezone.utc), 1.0,
+                             "1.0", 0, 192, 192)])
+    conn.close()
+    # two refreshes within one sensor interval: the first finds the tag, the second nothing
+    assert pipeline.materialize_tags().success
+    assert pipeline.materialize_tags().success
+
+    tick = _sensor_requests(pipeline, first.cursor)
+    assert [r.tags["ww/chunk"] for r in tick.run_requests] == ["chunk-0002"]
+    assert tick.run_requests[0].tags["dagster/asset_partition_range_start"] == (
+        "chunk-0002|2025-10-01"
+    )
+    # evaluating the same tick again asks for the same runs (same run keys: no duplicates)
+    again = _sensor_requests(pipeline, first.cursor)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in tick.run_requests]
+    assert tick.run_requests[0].run_key
+    # and the next tick has nothing left to do
+    after = _sensor_requests(pipeline, tick.cursor)
+    assert not after.run_requests and after.skip_message
 
 
 def test_retired_tags_keep_their_chunk_and_leave_the_slices(pipeline: Pipeline) -> None:

@@ -20,48 +20,80 @@ def range_tags(first_key: str, last_key: str) -> dict[str, str]:
 
 
 def new_tag_history_requests(
-    chunks: list[str], settings: Settings, today: datetime
+    run_keys: dict[str, str], settings: Settings, today: datetime
 ) -> list[dg.RunRequest]:
-    """One range run per chunk that gained tags: every complete day since the oldest time."""
+    """One range run per chunk that gained tags (chunk -> run key): every complete day since
+    the oldest time."""
     last_day = (today.astimezone(timezone.utc) - timedelta(days=1)).date()
     first_day = settings.backfill_oldest_time.date()
     if last_day < first_day:
         return []
     return [
         dg.RunRequest(
+            run_key=run_key,
             tags={
                 **range_tags(history_key(chunk, first_day), history_key(chunk, last_day)),
                 "ww/reason": "new-tags",
                 "ww/chunk": chunk,
             },
         )
-        for chunk in chunks
+        for chunk, run_key in sorted(run_keys.items())
     ]
 
 
+# Catalog refreshes read per tick; more wait for the next tick (the cursor keeps the place).
+MATERIALIZATIONS_PER_TICK = 100
+
+
 def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
-    @dg.asset_sensor(
-        asset_key=TAGS_KEY,
+    # A plain sensor, not @asset_sensor: that one sees only the newest materialization after
+    # its cursor, and the new tags of an earlier refresh in the same interval would be lost.
+    @dg.sensor(
         name="new_tag_history_sensor",
         job=history_job,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def new_tag_history_sensor(
-        context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry
-    ):
-        """Loads the past of tags that joined an existing catalog: when `wonderware/tags`
-        reports chunks with new tags, requests one range run of `wonderware/history` per such
-        chunk over every complete day since WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME."""
-        materialization = asset_event.asset_materialization
-        metadata = materialization.metadata if materialization else {}
-        initial = metadata.get("initial_catalog")
-        if initial is not None and initial.value:
-            return dg.SkipReason("first catalog: the initial backfill is launched by a person")
-        chunks_value = metadata.get("chunks_with_new_tags")
-        chunks = list(chunks_value.value) if chunks_value is not None else []
-        if not chunks:
-            return dg.SkipReason("no new tags in the latest catalog refresh")
-        context.log.info(f"loading the history of new tags in {', '.join(chunks)}")
-        return new_tag_history_requests(chunks, settings, datetime.now(timezone.utc))
+        context: dg.SensorEvaluationContext,
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Loads the past of tags that joined an existing catalog: for every refresh of
+        `wonderware/tags` that reports chunks with new tags, requests one range run of
+        `wonderware/history` per such chunk over every complete day since
+        WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME."""
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=TAGS_KEY,
+                after_storage_id=int(context.cursor) if context.cursor else None,
+            ),
+            limit=MATERIALIZATIONS_PER_TICK,
+            ascending=True,
+        ).records
+        if not records:
+            return dg.SkipReason(f"no new materialization of {TAGS_KEY.to_user_string()}")
+        cursor = str(records[-1].storage_id)
+        run_keys: dict[str, str] = {}  # chunk -> key of the first refresh that reported it
+        initial = False
+        for record in records:
+            materialization = record.asset_materialization
+            metadata = materialization.metadata if materialization else {}
+            initial_value = metadata.get("initial_catalog")
+            if initial_value is not None and initial_value.value:
+                initial = True
+                continue
+            chunks_value = metadata.get("chunks_with_new_tags")
+            for chunk in chunks_value.value if chunks_value is not None else []:
+                run_keys.setdefault(chunk, f"new-tags-{record.storage_id}-{chunk}")
+        if not run_keys:
+            reason = (
+                "first catalog: the initial backfill is launched by a person"
+                if initial
+                else "no new tags in the latest catalog refresh"
+            )
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
+        context.log.info(f"loading the history of new tags in {', '.join(sorted(run_keys))}")
+        return dg.SensorResult(
+            run_requests=new_tag_history_requests(run_keys, settings, datetime.now(timezone.utc)),
+            cursor=cursor,
+        )
 
     return new_tag_history_sensor
