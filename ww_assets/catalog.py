@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -31,9 +32,15 @@ class CatalogChange:
 
 
 def refresh_catalog(
-    discovered: list[TagInfo], warehouse: Warehouse, chunk_size: int
+    discovered: list[TagInfo],
+    warehouse: Warehouse,
+    chunk_size: int,
+    register_chunks: Callable[[list[str]], None] | None = None,
 ) -> CatalogChange:
-    """Record `discovered` in the catalog; existing tags keep their chunk (DESIGN §5.2)."""
+    """Record `discovered` in the catalog; existing tags keep their chunk (DESIGN §5.2).
+
+    `register_chunks` gets every chunk of the new catalog before it is written: if it fails,
+    the catalog is unchanged and a rerun finds the same new tags and chunks again."""
     if not discovered:
         raise ValueError(
             "the historian listed no tags of the configured types (WONDERWARE_TAG_TYPES); "
@@ -63,10 +70,12 @@ def refresh_catalog(
     ]
     retired = sorted(t for t, r in existing.items() if t not in names and r["Active"])
     rows += [{**existing[t], "Active": 0, "UpdatedAt": now} for t in retired]
-    with warehouse.connect() as conn:
-        write_catalog(conn, warehouse.database, pa.Table.from_pylist(rows, schema=TAG_CATALOG_SCHEMA))
     old_chunks = {r["Chunk"] for r in current}
     all_chunks = sorted(old_chunks | set(assigned.values()))
+    if register_chunks is not None:
+        register_chunks(all_chunks)
+    with warehouse.connect() as conn:
+        write_catalog(conn, warehouse.database, pa.Table.from_pylist(rows, schema=TAG_CATALOG_SCHEMA))
     return CatalogChange(
         tags=sorted(names),
         chunks=all_chunks,

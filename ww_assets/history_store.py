@@ -98,16 +98,19 @@ def chunk_tags(conn: WarehouseConnection, database: str, chunk: str) -> list[str
 
 
 def active_tags_by_chunk(conn: WarehouseConnection, database: str) -> dict[str, list[str]]:
+    """Every chunk of the catalog with its active tags; a chunk whose tags are all retired
+    has an empty list (it is known, with nothing left to copy)."""
     table = conn.query(
-        f"SELECT Chunk, groupArray(TagName) AS tags FROM "
-        f"(SELECT Chunk, TagName FROM {database}.{TAGS_TABLE} FINAL WHERE Active = 1 "
+        f"SELECT Chunk, groupArrayIf(TagName, Active = 1) AS tags FROM "
+        f"(SELECT Chunk, TagName, Active FROM {database}.{TAGS_TABLE} FINAL "
         "ORDER BY TagName) GROUP BY Chunk ORDER BY Chunk"
     )
     return {row["Chunk"]: list(row["tags"]) for row in table.to_pylist()}
 
 
 def read_active_tags(warehouse: Warehouse) -> dict[str, list[str]]:
-    """Every chunk's active tags (one session; the schema is created if missing)."""
+    """Every chunk's active tags, as `active_tags_by_chunk` (one session; the schema is
+    created if missing)."""
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
         return active_tags_by_chunk(conn, warehouse.database)

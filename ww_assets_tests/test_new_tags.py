@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from ww_assets.emulator import store
-from ww_assets.history_store import read_catalog
+from ww_assets.history_store import read_active_tags, read_catalog
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import (
     COPIED_TAGS,
@@ -124,3 +125,83 @@ def test_retired_tags_keep_their_chunk_and_leave_the_slices(pipeline: Pipeline) 
         rows = {r["TagName"]: r for r in read_catalog(conn, "wonderware").to_pylist()}
     assert rows["Tank.Level"]["Chunk"] == before["Tank.Level"] and rows["Tank.Level"]["Active"] == 0
     assert set(COPIED_TAGS) - {"Tank.Level"} == {t for t, r in rows.items() if r["Active"]}
+
+
+def test_a_chunk_of_retired_tags_keeps_its_history_and_blocks_no_run(pipeline: Pipeline) -> None:
+    """Every tag of a chunk retired (deleted from the historian): a range run over every
+    chunk, as the nightly refresh makes, still copies the other chunks (a late point
+    arrives) and leaves the retired tags' stored history as it was."""
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    first, last = f"chunk-0001|{DAYS[0]}", f"chunk-0002|{DAYS[-1]}"
+    assert pipeline.materialize_history(first, last).success
+    retired = read_active_tags(pipeline.warehouse)["chunk-0002"]
+    kept = [t for t in COPIED_TAGS if t not in retired]
+    before = warehouse_points(pipeline.warehouse, retired, DAYS[0], DAYS[-1])
+    assert before
+    late = datetime(2025, 11, 2, 7, 30, 0, 5000, tzinfo=timezone.utc)
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    with conn:
+        conn.executemany("DELETE FROM TagRef WHERE TagName = ?", [(t,) for t in retired])
+    store.add_points(conn, [(kept[0], late, 42.0, "42.0", 0, 192, 192)])
+    conn.close()
+    assert pipeline.materialize_tags().success
+    assert read_active_tags(pipeline.warehouse)["chunk-0002"] == []
+
+    result = pipeline.materialize_history(first, last)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert {e.partition for e in evaluations} >= {f"chunk-0002|{day}" for day in DAYS}
+    assert all(e.passed for e in evaluations)
+    assert warehouse_points(pipeline.warehouse, kept, DAYS[0], DAYS[-1]) == stored_points(
+        pipeline.settings.historian_sqlite, kept, DAYS[0], DAYS[-1]
+    )
+    assert warehouse_points(pipeline.warehouse, retired, DAYS[0], DAYS[-1]) == before
+
+
+def test_a_refresh_that_fails_registering_chunks_is_found_again_by_its_rerun(
+    pipeline: Pipeline,
+) -> None:
+    """The chunks are registered before the catalog is written: when registering fails, the
+    catalog is as it was, so the rerun reports the same new tags (for the sensor to load their
+    past) and registers the new chunk."""
+    from ww_assets.catalog import refresh_catalog
+    from ww_assets.historian import EmulatorHistorian
+
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    before = _catalog(pipeline)
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_tags(conn, [store.TagDef(name, 1, "added later", 0, 10, "bar") for name in NEW_TAGS])
+    conn.close()
+    historian = EmulatorHistorian(pipeline.settings.historian_sqlite, pipeline.settings.tag_types)
+
+    def unreachable_instance(chunks: list[str]) -> None:
+        raise ConnectionError("Dagster's storage went away")
+
+    with pytest.raises(ConnectionError):
+        refresh_catalog(historian.list_tags(), pipeline.warehouse, 4, unreachable_instance)
+    assert _catalog(pipeline) == before
+
+    result = pipeline.materialize_tags()
+    assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["new_tags"].value == len(NEW_TAGS)
+    assert metadata["chunks_with_new_tags"].value == ["chunk-0002", "chunk-0003"]
+    assert pipeline.chunks() == ["chunk-0001", "chunk-0002", "chunk-0003"]
+
+
+def test_a_catalog_chunk_missing_from_the_partitions_is_registered_again(
+    pipeline: Pipeline,
+) -> None:
+    """A catalog written without its chunk being registered (as an older version could leave
+    it) gets the chunk back as a partition at the next catalog refresh."""
+    from ww_assets.catalog import refresh_catalog
+    from ww_assets.historian import EmulatorHistorian
+
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    historian = EmulatorHistorian(pipeline.settings.historian_sqlite, pipeline.settings.tag_types)
+    refresh_catalog(historian.list_tags(), pipeline.warehouse, 4)
+    assert pipeline.chunks() == []
+    assert pipeline.materialize_tags().success
+    assert pipeline.chunks() == ["chunk-0001", "chunk-0002"]

@@ -59,9 +59,12 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
             settings.backoff(),
         )
         with permanent_faults_fail_now("refreshing the tag catalog"):
-            change = refresh_catalog(discovered, warehouse.warehouse(), settings.tag_chunk_size)
-        if change.new_chunks:
-            context.instance.add_dynamic_partitions(TAG_CHUNKS.name, change.new_chunks)
+            # Every chunk is (re)registered, the known ones being no-ops, before the catalog
+            # is written: a run that fails in between leaves the catalog to find again.
+            change = refresh_catalog(
+                discovered, warehouse.warehouse(), settings.tag_chunk_size,
+                partial(context.instance.add_dynamic_partitions, TAG_CHUNKS.name),
+            )  # fmt: skip
         cached = tag_cache.cache(context.log.warning).put(change.tags)
         context.log.info(
             f"{len(change.tags)} tags in {len(change.chunks)} chunks; "
@@ -121,7 +124,9 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                 tags_by_chunk = read_active_tags(store)
             slices = [_Slice.of(key, tags_by_chunk) for key in keys]
             # The next partition's read starts as soon as the current one is fetched whole.
-            opens = [partial(client.read_history, s.tags, s.start, s.end) for s in slices]
+            # A chunk whose tags are all retired reads nothing: their stored history stays.
+            opens = [partial(client.read_history, s.tags, s.start, s.end) if s.tags
+                     else partial(iter, ()) for s in slices]  # fmt: skip
             with ReadsAhead(opens) as reads:
                 for index, part in enumerate(slices):
                     stats = with_retries(
@@ -140,6 +145,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                         f"partition {index + 1}/{len(keys)}: {part.chunk} {part.day}: "
                         f"{stats.rows} rows from {len(stats.tags_with_rows)}/{len(part.tags)} "
                         f"tags in {stats.seconds:.2f}s"
+                        + ("" if part.tags else " (every tag of the chunk is retired)")
                     )
                     records.append(
                         dg.TableRecord(
@@ -187,14 +193,12 @@ class _Slice(NamedTuple):
     @classmethod
     def of(cls, key: str, tags_by_chunk: dict[str, list[str]]) -> "_Slice":
         chunk, day = split_key(key)
-        tags = tags_by_chunk.get(chunk, [])
-        if not tags:
+        if chunk not in tags_by_chunk:
             raise dg.Failure(
-                f"tag chunk {chunk} has no active tags in WonderwareTags: "
-                "materialize wonderware/tags first",
+                f"tag chunk {chunk} is not in WonderwareTags: materialize wonderware/tags first",
                 allow_retries=False,
             )
-        return cls(key, chunk, day, tags, *day_bounds(day))
+        return cls(key, chunk, day, tags_by_chunk[chunk], *day_bounds(day))
 
 
 def _copy_read(
