@@ -1,10 +1,17 @@
-"""The `ww` command: status, simulate, backfill, doctor."""
+"""The `ww` command: status, simulate, backfill, doctor.
+
+Exit codes: 0 done, 1 a command or a system failed (one line on stderr saying why), 2 a bad
+argument or configuration value.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -23,27 +30,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate = commands.add_parser("simulate", help="the emulator's plant")
     actions = simulate.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a plant with history up to now")
-    create.add_argument("--days", type=float, default=3.0, help="days of history (default 3)")
-    create.add_argument("--tags", type=int, default=150, help="number of tags (default 150)")
+    create.add_argument("--days", type=_number(float, 0), default=3.0,
+                        help="days of history (default 3)")
+    create.add_argument("--tags", type=_number(int, 1), default=150,
+                        help="number of tags (default 150)")
     create.add_argument("--seed", type=int, default=7)
     extend = actions.add_parser("extend", help="append points up to now")
     extend.add_argument("--seed", type=int, default=7)
     live = actions.add_parser("live", help="append points as time passes (Ctrl-C stops)")
-    live.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    live.add_argument("--late-probability", type=float, default=0.02)
+    live.add_argument("--seconds", type=_number(float, 0), default=None,
+                      help="stop after this long")
+    live.add_argument("--late-probability", type=_number(float, 0, 1), default=0.02)
     more = actions.add_parser("add-tags", help="add tags with history")
-    more.add_argument("count", type=int)
-    more.add_argument("--days", type=float, default=3.0)
+    more.add_argument("count", type=_number(int, 1))
+    more.add_argument("--days", type=_number(float, 0), default=3.0)
     more.add_argument("--seed", type=int, default=11)
 
     backfill = commands.add_parser(
         "backfill", help="materialize wonderware/tags, then wonderware/history through Dagster"
     )
-    backfill.add_argument("--days", type=int, default=3, help="complete UTC days before today")
+    backfill.add_argument("--days", type=_number(int, 1), default=3,
+                          help="complete UTC days before today")
 
     commands.add_parser("doctor", help="configuration and connectivity, one line per system")
 
     args = parser.parse_args(argv)
+    # clickhouse-driver logs every refused connection with its traceback; the commands
+    # report the failure themselves, in one line.
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
     except ConfigError as error:
@@ -58,6 +72,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(settings, args)
 
 
+def _number(
+    kind: type[int] | type[float], minimum: float, maximum: float | None = None
+) -> Callable[[str], float]:
+    """An argparse `type`: a finite `kind` number in [minimum, maximum], else a usage error."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def _warehouse_errors() -> tuple[type[BaseException], ...]:
+    """What reaching or querying the warehouse raises when the system, not the code, fails."""
+    from clickhouse_driver.errors import Error as ClickHouseDriverError
+
+    from ww_assets.warehouse import WarehouseError
+
+    return (WarehouseError, ClickHouseDriverError, OSError)
+
+
 def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
     from ww_assets.wonderware.resources import build_resources
 
@@ -68,9 +114,13 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     from ww_assets.history_store import ensure_schema, status
 
     warehouse = _warehouse(settings)
-    with warehouse.connect() as conn:
-        ensure_schema(conn, warehouse.database)
-        report = status(conn, warehouse.database)
+    try:
+        with warehouse.connect() as conn:
+            ensure_schema(conn, warehouse.database)
+            report = status(conn, warehouse.database)
+    except _warehouse_errors() as error:
+        print(f"ww: status: {warehouse.describe()}: {error}", file=sys.stderr)
+        return 1
     report["checks"] = _checks_summary(settings)
     if args.json:
         print(json.dumps(report))
@@ -105,6 +155,16 @@ def _print_checks(checks: dict[str, object]) -> None:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.emulator import plant
+
+    try:
+        return _simulate_action(settings, args)
+    except (plant.NoPlantError, OSError, sqlite3.Error) as error:  # FileExistsError included
+        print(f"ww: simulate {args.action}: {error}", file=sys.stderr)
+        return 1
+
+
+def _simulate_action(settings: Settings, args: argparse.Namespace) -> int:
     from ww_assets.emulator import plant
 
     path = settings.historian_sqlite

@@ -83,6 +83,8 @@ def test_doctor_fails_on_an_unreachable_clickhouse_server(tmp_path: Path) -> Non
     assert result.returncode == 1
     warehouse = next(line for line in result.stdout.splitlines() if line.startswith("warehouse"))
     assert warehouse.split()[1] == "FAIL" and f"127.0.0.1:{port}" in warehouse, warehouse
+    # The doctor's line is the report: no "Failed to connect" traceback from the driver's logger.
+    assert "Traceback" not in result.stderr and "Failed to connect" not in result.stderr, result.stderr
 
 
 def test_doctor_passes_on_embedded_defaults(tmp_path: Path) -> None:

@@ -97,6 +97,10 @@ _DEFAULT_VOCABULARY = ("Off", "On", "Unknown")
 _EPOCH = datetime(1970, 1, 1)
 
 
+class NoPlantError(ValueError):
+    """There is no plant at a path to grow or run: the file is missing or holds no tags."""
+
+
 @dataclass(frozen=True)
 class PlantSummary:
     """What a plant operation wrote: tag count, point count, and the UTC window it covered."""
@@ -165,7 +169,7 @@ def create_plant(
 
     With the defaults (150 tags) three days are about 1 million points, written in a few
     seconds. Bounds are aware datetimes or naive ones meaning UTC. Raises `FileExistsError` if
-    the store already holds tags: use `extend_plant` / `add_tags` to grow an existing plant.
+    the store already holds tags: `extend_plant` / `add_tags` grow an existing plant.
     """
     start_ms, end_ms = _window_ms(start_utc, end_utc)
     conn = store.connect(path)
@@ -173,8 +177,8 @@ def create_plant(
         existing = conn.execute("SELECT count(*) FROM TagRef").fetchone()[0]
         if existing:
             raise FileExistsError(
-                f"{path} already holds a plant ({existing} tags); extend it with "
-                "extend_plant/add_tags, or delete the file to start over"
+                f"{path} already holds a plant ({existing} tags): grow it with "
+                "`ww simulate extend` or `ww simulate add-tags`, or delete the file to start over"
             )
         tags = default_tags(n_tags, seed)
         points = _write_history(conn, tags, start_ms, end_ms, seed)
@@ -191,11 +195,12 @@ def add_tags(
     """Add `n` new plant tags to the store at `path`, with history in [start, end).
 
     New names never collide with existing tags. Returns the new tags and their point count.
+    Raises `NoPlantError` when there is no plant at `path`.
     """
     if n < 0:
         raise ValueError(f"n must not be negative, got {n}")
     start_ms, end_ms = _window_ms(start_utc, end_utc)
-    conn = store.connect(path)
+    conn = _open_plant(path)
     try:
         existing = {row[0] for row in conn.execute("SELECT TagName FROM TagRef")}
         tags: list[TagDef] = []
@@ -218,9 +223,10 @@ def extend_plant(path: str | Path, end_utc: datetime, seed: int = 7) -> int:
 
     Each tag continues its pattern: its pace (from its recent points), its last value, its
     range. Tags without any stored point are left alone. Returns the number of points added.
+    Raises `NoPlantError` when there is no plant at `path`.
     """
     end_ms = _ms(end_utc)
-    conn = store.connect(path)
+    conn = _open_plant(path)
     try:
         walkers = _resume_walkers(conn, seed, salt="extend")
         return store.add_point_texts(
@@ -244,15 +250,18 @@ def run_live(
     The first tick catches every tag up to now. With `late_probability` per tick, one tag
     gets a store-and-forward burst: points 1 to 15 minutes in the past, inserted now.
     `stop_after_s=None` runs until interrupted; `0` makes exactly one tick. Prints nothing.
+    Raises `NoPlantError` when there is no plant at `path`, or it has no history yet.
     """
     if tick_s <= 0:
         raise ValueError(f"tick_s must be positive, got {tick_s}")
-    conn = store.connect(path)
+    conn = _open_plant(path)
     stats = LiveStats()
     try:
         walkers = _resume_walkers(conn, seed, salt="live")
         if not walkers:
-            raise ValueError(f"{path} holds no plant history; create a plant first")
+            raise NoPlantError(
+                f"{path} holds no plant history: create a plant first (`ww simulate create`)"
+            )
         started = clock()
         rng = random.Random(f"{seed}:{started}")
         while True:
@@ -278,6 +287,26 @@ def run_live(
             sleep(max(wait, 0.0))
     finally:
         conn.close()
+
+
+def _open_plant(path: str | Path) -> sqlite3.Connection:
+    """A connection to the plant at `path`; unlike `store.connect`, never creates a store:
+    an empty one would look like a plant without tags to everything that reads it."""
+    if not Path(path).is_file():
+        raise NoPlantError(
+            f"no emulated plant at {path}: create a plant first (`ww simulate create`)"
+        )
+    conn = store.connect(path)
+    try:
+        if conn.execute("SELECT 1 FROM TagRef LIMIT 1").fetchone() is None:
+            raise NoPlantError(
+                f"no emulated plant at {path} (it holds no tags): create a plant first "
+                "(`ww simulate create`)"
+            )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _late_burst(walker: _Walker, rng: random.Random, now_ms: int) -> Iterator[tuple]:
