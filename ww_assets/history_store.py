@@ -10,6 +10,7 @@ ReplacingMergeTree would collapse onto the newest load meanwhile).
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -187,7 +188,8 @@ def replace_slice(
     `insert_rows` rows each (the warehouse's statement size if None; memory stays bounded),
     all in one warehouse session that opens once the source has answered (a slow historian
     does not hold embedded ClickHouse's lock while it starts) and closes after the delete;
-    `on_batch` sees the figures after each insert.
+    `on_batch` sees the figures after each insert. A load that fails deletes the rows it
+    had inserted: the slice is left as it was.
     """
     started = time.monotonic()
     stats = SliceStats()
@@ -202,9 +204,13 @@ def replace_slice(
         params = {**slice_params(tags, start, end), "load_id": load_id}
         if first is not None:
             pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
-            while conn.insert_stream(table, pending, insert_rows):
-                if on_batch:
-                    on_batch(stats)
+            try:
+                while conn.insert_stream(table, pending, insert_rows):
+                    if on_batch:
+                        on_batch(stats)
+            except BaseException:
+                _discard_load(conn, table, params)
+                raise
         older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
         if older.column("n")[0].as_py():
             # Patch-part deletes (lightweight updates) cost about as much as an insert; a
@@ -216,6 +222,21 @@ def replace_slice(
             )
     stats.seconds = time.monotonic() - started
     return stats
+
+
+def _discard_load(conn: WarehouseConnection, table: str, params: dict[str, object]) -> None:
+    """Delete the rows a failed load inserted before it failed: the slice's older rows are
+    still there (they go only after the last insert), so the slice is left as it was. A sync
+    window's watermarks would otherwise move past those rows, leaving two copies of a key.
+    Best effort: when the warehouse itself failed, the next load of the slice repairs it."""
+    try:
+        conn.command(
+            f"DELETE FROM {table} WHERE {SLICE} AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
+            "SETTINGS lightweight_delete_mode = 'lightweight_update'",
+            params,
+        )
+    except Exception as error:
+        logging.getLogger(__name__).warning(f"could not undo the failed load's rows: {error}")
 
 
 def _clip(

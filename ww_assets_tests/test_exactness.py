@@ -235,3 +235,4 @@ def test_a_load_that_waited_for_the_session_replaces_the_one_it_waited_for(
     assert len(loads) == 2
     expected = stored_points(loaded.settings.historian_sqlite, COPIED_TAGS, FIRST, FIRST)
     assert warehouse_points(store, COPIED_TAGS, FIRST, FIRST) == expected
+
