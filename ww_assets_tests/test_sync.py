@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -252,7 +252,18 @@ def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipel
     (request,) = refresh.evaluate_tick(context).run_requests
     assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-02"
     assert request.tags["dagster/asset_partition_range_end"] == "chunk-0001|2025-11-03"
-    assert refresh_request([], datetime(2025, 1, 1).date(), 2) is None
+    assert refresh_request([], datetime(2025, 1, 1).date(), 2, date(2024, 1, 1)) is None
+
+
+def test_the_refresh_never_reaches_before_the_first_partition() -> None:
+    """An oldest time inside the refresh's days (a plant set up yesterday): the range starts
+    at the first partition, which exists, instead of a day before it."""
+    today, chunks = date(2025, 11, 4), ["chunk-0001", "chunk-0002"]
+    request = refresh_request(chunks, today, 2, oldest=date(2025, 11, 3))
+    assert request is not None
+    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-03"
+    assert request.tags["dagster/asset_partition_range_end"] == "chunk-0002|2025-11-03"
+    assert refresh_request(chunks, today, 2, oldest=today) is None
 
 
 def test_sync_asset_is_in_the_code_location(pipeline: Pipeline) -> None:

@@ -213,11 +213,14 @@ def build_sync_schedule(settings: Settings, sync_job) -> dg.ScheduleDefinition:
     return history_sync_schedule
 
 
-def refresh_request(chunks: list[str], today: date, days: int) -> dg.RunRequest | None:
-    """One range run over every chunk × the `days` complete days before `today`."""
-    if not chunks:
+def refresh_request(
+    chunks: list[str], today: date, days: int, oldest: date
+) -> dg.RunRequest | None:
+    """One range run over every chunk × the `days` complete days before `today`, none
+    before `oldest` (the first history partition)."""
+    first, last = max(today - timedelta(days=days), oldest), today - timedelta(days=1)
+    if not chunks or first > last:
         return None
-    first, last = today - timedelta(days=days), today - timedelta(days=1)
     return dg.RunRequest(
         run_key=f"refresh-{today}",
         tags={
@@ -240,8 +243,15 @@ def build_refresh_schedule(settings: Settings) -> dg.ScheduleDefinition:
         of every chunk, so late points the sync's lookback missed become exact."""
         chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
         today = context.scheduled_execution_time.astimezone(timezone.utc).date()
-        request = refresh_request(chunks, today, settings.refresh_days)
-        return request or dg.SkipReason("no tag chunks yet: materialize wonderware/tags")
+        request = refresh_request(
+            chunks, today, settings.refresh_days, settings.backfill_oldest_time.date()
+        )
+        if request is None:
+            return dg.SkipReason(
+                "no tag chunks yet: materialize wonderware/tags" if not chunks else
+                "no complete day since WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME yet"
+            )  # fmt: skip
+        return request
 
     return history_refresh_schedule
 
