@@ -183,12 +183,13 @@ def test_helm_env_names_are_the_ones_the_code_reads_and_holds_no_secret() -> Non
     values = yaml.safe_load(VALUES.read_text())
     deployment = values["dagster-user-deployments"]["deployments"][0]
     names = {e["name"] for e in deployment["env"]}
-    unknown = names - _settings_variables() - {CLUSTER_ENV}
+    # CLICKHOUSE_CLUSTER is not among them: only the DDL printer reads it, not the pipeline
+    unknown = names - _settings_variables()
     assert not unknown, f"not read by ww_assets/config.py: {sorted(unknown)}"
     assert not {n for n in names if "PASSWORD" in n or n == "REDIS_URL"}, "secrets via envSecrets"
     assert deployment["envSecrets"] == [{"name": "ww-assets"}]
     # nothing embedded on Kubernetes: real historian and ClickHouse
-    assert {"WONDERWARE_HOST", "CLICKHOUSE_HOST", CLUSTER_ENV} <= names
+    assert {"WONDERWARE_HOST", "CLICKHOUSE_HOST"} <= names
 
 
 def test_five_years_of_ten_thousand_tags_stay_under_dagsters_partition_guidance() -> None:
