@@ -100,6 +100,19 @@ class Pipeline:
             raise_on_error=False,
         )
 
+    def run_checks(
+        self, first: str, last: str, checks: list[dg.AssetCheckKey]
+    ) -> dg.ExecuteInProcessResult:
+        """`checks` alone over the history keys first..last, as the UI launches them."""
+        job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
+        defs = dg.Definitions.merge(self.defs, dg.Definitions(jobs=[job]))
+        return defs.resolve_job_def("checks_only").execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": first,
+                  "dagster/asset_partition_range_end": last},
+        )  # fmt: skip
+
     def chunks(self) -> list[str]:
         return list(self.instance.get_dynamic_partitions("tag_chunks"))
 

@@ -70,3 +70,38 @@ def test_failed_check_and_failed_run_reach_the_webhook(
     count = len(received)
     sensor(dg.build_sensor_context(instance=pipeline.instance, cursor=context.cursor))
     assert len(received) == count  # nothing twice
+
+
+def test_every_failed_partition_of_a_large_check_run_is_alerted(pipeline: Pipeline) -> None:
+    """More failing evaluations of one check than the storage returns in a page (a checks
+    run over months that were never loaded): the first tick reports all of them."""
+    from datetime import timedelta
+
+    from ww_assets.wonderware.alerts import BATCH, _check_alerts
+    from ww_assets.wonderware.assets import HISTORY_KEY
+    from ww_assets.wonderware.checks import ROWCOUNT
+
+    from ww_assets.emulator import store
+    from ww_assets.history_store import read_active_tags
+
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    chunks = pipeline.chunks()
+    start = pipeline.settings.backfill_oldest_time
+    days = BATCH // len(chunks) + 5
+    # a point a day in every chunk, none of them loaded: every partition fails its row count
+    conn = store.connect(pipeline.settings.historian_sqlite)
+    store.add_points(conn, [
+        (tags[0], start + timedelta(days=n, hours=12), 1.0, "1.0", 0, 192, 192)
+        for tags in read_active_tags(pipeline.warehouse).values() for n in range(days)
+    ])  # fmt: skip
+    conn.close()
+    first_day, last_day = start.date(), start.date() + timedelta(days=days - 1)
+    rowcount = dg.AssetCheckKey(HISTORY_KEY, ROWCOUNT)
+    result = pipeline.run_checks(f"{chunks[0]}|{first_day}", f"{chunks[-1]}|{last_day}", [rowcount])
+    failed = {e.partition for e in result.get_asset_check_evaluations() if not e.passed}
+    assert len(failed) > BATCH
+
+    alerts, newest = _check_alerts(pipeline.instance, [rowcount], 0, 0.0)
+    assert {a["partition"] for a in alerts} == failed
+    assert _check_alerts(pipeline.instance, [rowcount], newest, 0.0)[0] == []

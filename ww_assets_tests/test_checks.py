@@ -63,19 +63,6 @@ def evaluation(p: Pipeline, name: str, partition: str) -> dg.AssetCheckEvaluatio
     raise AssertionError(f"no evaluation of {name} for {partition}")
 
 
-def run_checks(
-    p: Pipeline, checks: list[dg.AssetCheckKey], first: str, last: str
-) -> dg.ExecuteInProcessResult:
-    """Checks alone over a range of partitions, as the UI launches them."""
-    job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*checks))
-    defs = dg.Definitions.merge(p.defs, dg.Definitions(jobs=[job]))
-    return defs.resolve_job_def("checks_only").execute_in_process(
-        instance=p.instance,
-        raise_on_error=False,
-        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-    )
-
-
 def test_every_partition_gets_its_own_check_results(loaded: Pipeline) -> None:
     keys = all_keys(loaded)
     for name in BLOCKING_CHECKS:
@@ -95,7 +82,7 @@ def test_every_partition_gets_its_own_check_results(loaded: Pipeline) -> None:
 
     # the source-count check alone, for any range of partitions (as launched from the UI)
     first, last = keys[1], keys[2]
-    result = run_checks(loaded, [dg.AssetCheckKey(HISTORY, ROWCOUNT)], first, last)
+    result = loaded.run_checks(first, last, [dg.AssetCheckKey(HISTORY, ROWCOUNT)])
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     assert {(e.check_name, e.partition) for e in evaluations} == {(ROWCOUNT, first), (ROWCOUNT, last)}
@@ -137,7 +124,7 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
             row.set_column(row.column_names.index("DateTime"), "DateTime", stray),
         )
     keys = [*all_keys(loaded)]
-    result = run_checks(loaded, history_check_keys(), keys[0], keys[-1])
+    result = loaded.run_checks(keys[0], keys[-1], history_check_keys())
     assert not result.success  # blocking checks failed
     failed = {
         name: {k for k, s in statuses(loaded, name).items() if s == "FAILED"}
@@ -186,7 +173,7 @@ def test_an_unreachable_historian_fails_only_the_source_count(
     monkeypatch.setenv("WONDERWARE_PORT", str(free_port()))  # nothing listens there
     loaded.reload()
 
-    result = run_checks(loaded, history_check_keys(), first, last)
+    result = loaded.run_checks(first, last, history_check_keys())
     assert not result.success
     error = str(result.get_step_failure_events()[0].step_failure_data.error)
     assert "127.0.0.1" in error, error
@@ -197,5 +184,5 @@ def test_an_unreachable_historian_fails_only_the_source_count(
 
     monkeypatch.delenv("WONDERWARE_HOST")
     loaded.reload()
-    assert run_checks(loaded, history_check_keys(), first, last).success
+    assert loaded.run_checks(first, last, history_check_keys()).success
     assert all(v.verified for v in partition_verdicts(loaded.instance, [first, last]).values())

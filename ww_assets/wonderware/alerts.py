@@ -4,7 +4,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -41,9 +42,7 @@ def _check_alerts(
     alerts: list[tuple[int, dict[str, object]]] = []
     newest = after_id
     for key in check_keys:
-        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=BATCH):
-            if record.id <= after_id or record.create_timestamp < since:
-                break
+        for record in _executions_after(instance, key, after_id, since):
             newest = max(newest, record.id)
             evaluation = record.event.asset_check_evaluation if record.event else None
             if evaluation is None or evaluation.passed:
@@ -70,6 +69,26 @@ def _check_alerts(
                 )
             )
     return [alert for _, alert in sorted(alerts, key=lambda a: a[0])], newest
+
+
+def _executions_after(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, after_id: int, since: float
+) -> Iterator[Any]:
+    """Every execution record of `key` newer than `after_id` (and not before `since`), newest
+    first: the storage pages backwards, BATCH at a time, so a run that failed more partitions
+    than a page holds is reported whole."""
+    before = None
+    while True:
+        page = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=BATCH, cursor=before
+        )
+        for record in page:
+            if record.id <= after_id or record.create_timestamp < since:
+                return
+            yield record
+        if len(page) < BATCH:
+            return
+        before = page[-1].id
 
 
 def _run_alerts(
