@@ -398,16 +398,18 @@ def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
     quality columns aggregate `Quality`.
     """
     started = time.monotonic()
-    load_id = time.time_ns()
     start, end = day_bounds(day)
     table = f"{warehouse.database}.{ROLLUP_TABLE}"
-    params = {"start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
     # The rollup's minutes are DateTime (seconds): their bounds go without milliseconds.
     minutes = {
         name: naive_utc(bound).strftime("%Y-%m-%d %H:%M:%S")
         for name, bound in (("start", start), ("end", end))
     }
     with warehouse.connect() as conn:
+        # Taken once the session is ours, as `replace_slice` does: a rollup that waited for
+        # the lock replaces the one it waited for.
+        load_id = time.time_ns()
+        params = {"start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
         ensure_rollup_schema(conn, warehouse.database)
         conn.command(
             f"INSERT INTO {table} SELECT TagName, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from ww_assets.emulator import plant, store
 from ww_assets.wonderware.reconcile import REASON_TAG, RECONCILE_RUN_TAG
@@ -14,19 +15,33 @@ from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
 from ww_assets_tests.test_history_query import parse_tsql
 
 
-def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pipeline) -> None:
+@pytest.fixture
+def recent(pipeline: Pipeline) -> Pipeline:
+    """A plant of 6 tags with 4 days of history up to now, every complete day loaded."""
     now = datetime.now(timezone.utc)
-    today = now.date()
-    first = today - timedelta(days=4)
+    first = now.date() - timedelta(days=4)
     plant.create_plant(
         pipeline.settings.historian_sqlite,
         datetime(first.year, first.month, first.day, tzinfo=timezone.utc), now, n_tags=6,
     )
     assert pipeline.materialize_tags().success
     chunks = pipeline.chunks()
-    yesterday = today - timedelta(days=1)
+    yesterday = now.date() - timedelta(days=1)
     assert pipeline.materialize_history(f"{chunks[0]}|{first}", f"{chunks[-1]}|{yesterday}").success
+    return pipeline
 
+
+def _reconcile(p: Pipeline) -> dg.ExecuteInProcessResult:
+    result = p.defs.resolve_job_def("wonderware_reconcile_job").execute_in_process(instance=p.instance)
+    assert result.success
+    return result
+
+
+def test_late_point_is_found_and_reloaded_for_exactly_its_partition(recent: Pipeline) -> None:
+    pipeline = recent
+    today = datetime.now(timezone.utc).date()
+    chunks = pipeline.chunks()
+    first, yesterday = today - timedelta(days=4), today - timedelta(days=1)
     late_day = today - timedelta(days=3)
     with pipeline.warehouse.connect() as conn:
         tag, chunk = conn.query(
@@ -38,10 +53,7 @@ def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pi
     store.add_points(conn_sqlite, [(tag, late, 42.0, "42.0", 0, 192, 192)])
     conn_sqlite.close()
 
-    result = pipeline.defs.resolve_job_def("wonderware_reconcile_job").execute_in_process(
-        instance=pipeline.instance
-    )
-    assert result.success
+    result = _reconcile(pipeline)
     differing = f"{chunk}|{late_day}"
     assert result.output_for_node("reconcile_history_counts") == [differing]
     observation = pipeline.instance.fetch_observations(
@@ -76,10 +88,31 @@ def test_late_point_is_found_and_reloaded_for_exactly_its_partition(pipeline: Pi
     assert warehouse_points(pipeline.warehouse, tags, first, yesterday) == stored_points(
         pipeline.settings.historian_sqlite, tags, first, yesterday
     )
-    again = pipeline.defs.resolve_job_def("wonderware_reconcile_job").execute_in_process(
-        instance=pipeline.instance
-    )
-    assert again.output_for_node("reconcile_history_counts") == []
+    assert _reconcile(pipeline).output_for_node("reconcile_history_counts") == []
+
+
+def test_changes_that_cancel_out_in_the_total_are_found_per_tag(recent: Pipeline) -> None:
+    """One tag gained a point and another lost one on the same day and chunk: the partition's
+    total is unchanged, the per-tag counts are not, so it is reloaded."""
+    day = datetime.now(timezone.utc).date() - timedelta(days=2)
+    chunk = recent.chunks()[0]
+    with recent.warehouse.connect() as conn:
+        gained, lost = conn.query(
+            "SELECT TagName FROM wonderware.WonderwareTags FINAL "
+            "WHERE Chunk = {c:String} ORDER BY TagName LIMIT 2", {"c": chunk}
+        ).column("TagName").to_pylist()
+    noon = datetime(day.year, day.month, day.day, 12, 0, 0, 123000, tzinfo=timezone.utc)
+    sqlite = store.connect(recent.settings.historian_sqlite)
+    store.add_points(sqlite, [(gained, noon, 1.0, "1.0", 0, 192, 192)])
+    with sqlite:
+        sqlite.execute(
+            "DELETE FROM Points WHERE TagName = ? AND DateTime = (SELECT min(DateTime) FROM "
+            "Points WHERE TagName = ? AND DateTime >= ?)", (lost, lost, f"{day} 00:00:00.000"),
+        )  # fmt: skip
+    sqlite.close()
+
+    result = _reconcile(recent)
+    assert result.output_for_node("reconcile_history_counts") == [f"{chunk}|{day}"]
 
 
 def test_count_tsql_has_the_read_query_s_predicates_and_parameters() -> None:

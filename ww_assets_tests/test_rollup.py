@@ -110,3 +110,30 @@ def test_rollup_does_not_run_for_a_day_that_is_not_loaded(loaded: Pipeline) -> N
 def test_gate_message_names_partitions_and_checks(verdict: PartitionVerdict, expected: str | None) -> None:
     message = gate_message(date(2025, 11, 1), [verdict])
     assert (message is None) if expected is None else (expected in (message or ""))
+
+
+def test_a_rollup_that_waited_for_the_session_replaces_the_one_it_waited_for(
+    loaded: Pipeline,
+) -> None:
+    """Two rollups of one day at once, one waiting for embedded ClickHouse's lock: it takes
+    its load id once the session is its own, so the day's minutes are there once each."""
+    from threading import Thread
+
+    from ww_assets.quality_sql import replace_rollup_day
+    from ww_assets.warehouse import HeldSessions
+    from ww_assets_tests.services import wait_for
+
+    day, store = DAYS[2], loaded.warehouse
+    done: list[object] = []
+    with HeldSessions(store, hold_s=60) as held:
+        with held.connect():
+            pass  # a run's session, held open
+        stamp = store.wait_stamp()
+        waiting = Thread(target=lambda: done.append(replace_rollup_day(store, day)))
+        waiting.start()
+        wait_for("the second rollup to wait for the session",
+                 lambda: store.wait_stamp() != stamp, timeout_s=60, interval_s=0.02)  # fmt: skip
+        done.append(replace_rollup_day(held, day))
+    waiting.join(timeout=120)
+    assert len(done) == 2
+    assert actual_rollup(loaded, day) == expected_rollup(loaded.settings.historian_sqlite, day)

@@ -64,15 +64,21 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
         tags_by_chunk = read_active_tags(store)
         all_days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         counts: dict[str, tuple[int, int]] = {}
+        differing: list[str] = []
         for chunk in chunks:
             compared = compare_counts(store, client, tags_by_chunk.get(chunk, []), all_days)
             for day, (expected, actual) in compared.items():
-                counts[history_key(chunk, day)] = (sum(expected.values()), sum(actual.values()))
+                key = history_key(chunk, day)
+                counts[key] = (sum(expected.values()), sum(actual.values()))
+                # per tag: one tag's extra point must not hide another's missing one
+                if expected != actual:
+                    differing.append(key)
         verdicts = partition_verdicts(context.instance, list(counts))
-        differing = sorted(k for k, (want, have) in counts.items() if want != have)
+        differing.sort()
         for key in differing:
             want, have = counts[key]
-            context.log.warning(f"{key}: historian {want} rows, ClickHouse {have}: reloading")
+            also = "" if want != have else " (the same in all; per tag they differ)"
+            context.log.warning(f"{key}: historian {want} rows, ClickHouse {have}{also}: reloading")
         records = [
             dg.TableRecord(
                 {
