@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ww_assets.config import ConfigError, Settings
+from ww_assets.config import ConfigError, Settings, redacted_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,9 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("doctor", help="configuration and connectivity, one line per system")
 
     args = parser.parse_args(argv)
-    # clickhouse-driver logs every refused connection with its traceback; the commands
-    # report the failure themselves, in one line.
-    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    if args.command in ("status", "doctor"):
+        # clickhouse-driver logs every refused connection with its traceback; these commands
+        # report the failure themselves, in one line (a backfill's runs keep the driver's log).
+        logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     try:
         settings = Settings.from_env()
     except ConfigError as error:
@@ -256,7 +257,7 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
         import redis
 
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
-        return f"Redis at {settings.redis_url}"
+        return f"Redis at {redacted_url(settings.redis_url)}"
 
     checks = [("config", lambda: f"ok (WW_HOME={settings.home})"),
               ("historian", historian), ("warehouse", warehouse), ("cache", cache)]

@@ -1,8 +1,7 @@
 """Settings from environment variables, checked once at load time.
 
 Every variable the project reads is declared here, with its default and meaning (the README's
-table is this list). A bad value raises `ConfigError` naming the variable. Dagster is imported
-only to check a cron expression set in the environment by Dagster's own rule.
+table is this list). A bad value raises `ConfigError` naming the variable. No Dagster import.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ww_assets.history_query import RETRIEVAL_MODES, TAG_TYPES
@@ -234,12 +233,9 @@ class _Reader:
         return parsed.astimezone(timezone.utc)
 
     def cron(self, name: str, default: str) -> str:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        from dagster._utils.schedules import is_valid_cron_string
-
-        if not is_valid_cron_string(raw):
+        """Five fields; the schedule that takes it checks the rest by Dagster's own rule."""
+        raw = self.text(name, default)
+        if len(raw.split()) != 5:
             raise ConfigError(
                 f"{name}={raw!r} is not a 5-field cron expression (minute hour day month weekday, "
                 "e.g. '*/1 * * * *')"
@@ -253,7 +249,19 @@ class _Reader:
         parts = urlsplit(raw)
         where = parts.path if parts.scheme == "unix" else parts.netloc
         if parts.scheme not in schemes or not where:
+            # The value is not echoed: a Redis URL or a webhook URL may hold a secret.
             raise ConfigError(
-                f"{name}={raw!r} is not a URL of scheme {' or '.join(s + '://' for s in schemes)}"
+                f"{name} is not a URL of scheme {' or '.join(s + '://' for s in schemes)} "
+                "(its value is not shown: it may hold a password)"
             )
         return raw
+
+
+def redacted_url(url: str) -> str:
+    """`url` with its password, if any, replaced by `***` (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user_info, _, host = parts.netloc.rpartition("@")
+    user = user_info.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

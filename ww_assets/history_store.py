@@ -10,7 +10,6 @@ ReplacingMergeTree would collapse onto the newest load meanwhile).
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -188,8 +187,8 @@ def replace_slice(
     `insert_rows` rows each (the warehouse's statement size if None; memory stays bounded),
     all in one warehouse session that opens once the source has answered (a slow historian
     does not hold embedded ClickHouse's lock while it starts) and closes after the delete;
-    `on_batch` sees the figures after each insert. A load that fails deletes the rows it
-    had inserted: the slice is left as it was.
+    `on_batch` sees the figures after each insert. A load that fails before its delete
+    deletes the rows it had inserted: the slice is left as it was.
     """
     started = time.monotonic()
     stats = SliceStats()
@@ -202,16 +201,19 @@ def replace_slice(
         # gets a newer id than the load it waited for, so its delete removes that load's rows.
         load_id = time.time_ns()
         params = {**slice_params(tags, start, end), "load_id": load_id}
-        if first is not None:
-            pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
-            try:
+        try:
+            if first is not None:
+                pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
                 while conn.insert_stream(table, pending, insert_rows):
                     if on_batch:
                         on_batch(stats)
-            except BaseException:
-                _discard_load(conn, table, params)
-                raise
-        older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
+            older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
+        except BaseException as error:
+            if first is not None:
+                _discard_load(conn, table, params, error)
+            raise
+        # A failed delete is not undone: whatever part of it ran, the load's own rows are
+        # then the only complete copy of the slice.
         if older.column("n")[0].as_py():
             # Patch-part deletes (lightweight updates) cost about as much as an insert; a
             # classic lightweight delete rewrites the row mask of every part it touches.
@@ -224,11 +226,14 @@ def replace_slice(
     return stats
 
 
-def _discard_load(conn: WarehouseConnection, table: str, params: dict[str, object]) -> None:
+def _discard_load(
+    conn: WarehouseConnection, table: str, params: dict[str, object], failure: BaseException
+) -> None:
     """Delete the rows a failed load inserted before it failed: the slice's older rows are
     still there (they go only after the last insert), so the slice is left as it was. A sync
     window's watermarks would otherwise move past those rows, leaving two copies of a key.
-    Best effort: when the warehouse itself failed, the next load of the slice repairs it."""
+    When the warehouse itself fails here, `failure`'s message says so (the run shows it) and
+    the next load of the slice replaces the rows."""
     try:
         conn.command(
             f"DELETE FROM {table} WHERE {SLICE} AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
@@ -236,7 +241,10 @@ def _discard_load(conn: WarehouseConnection, table: str, params: dict[str, objec
             params,
         )
     except Exception as error:
-        logging.getLogger(__name__).warning(f"could not undo the failed load's rows: {error}")
+        failure.add_note(
+            f"The rows this load inserted could not be deleted ({error}): until the slice is "
+            "loaded again, a plain SELECT sees them beside the previous load's."
+        )
 
 
 def _clip(

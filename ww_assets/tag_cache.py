@@ -10,6 +10,8 @@ import json
 import logging
 from collections.abc import Callable
 
+from ww_assets.config import redacted_url
+
 CACHE_KEY = "MS:wonderware:tags:list"
 
 
@@ -61,4 +63,5 @@ class TagCache:
     def _unavailable(self, error: Exception) -> None:
         if not self._warned:
             self._warned = True
-            self._warn(f"Redis at {self.url} unavailable ({error}); working without the tag cache")
+            where = redacted_url(self.url or "")
+            self._warn(f"Redis at {where} unavailable ({error}); working without the tag cache")

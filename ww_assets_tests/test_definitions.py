@@ -61,6 +61,24 @@ def test_bad_knob_fails_at_load_naming_the_variable(
     assert "WONDERWARE_PIPELINE_TAG_CHUNK_SIZE" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "a b c d e"),
+        ("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "61 1 * * *"),
+        ("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "0 0 30 2 *"),
+    ],
+)
+def test_a_cron_dagster_rejects_names_its_variable(name: str, value: str) -> None:
+    """Five fields that are not a schedule: the code location fails to load naming the
+    variable, not the schedule built from it."""
+    from ww_assets.config import ConfigError, Settings
+    from ww_assets.definitions import build_definitions
+
+    with pytest.raises(ConfigError, match=name):
+        build_definitions(Settings.from_env({name: value}))
+
+
 def test_dagster_definitions_validate_passes(ww_env: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
@@ -105,3 +123,29 @@ def test_instance_bounds_runs_pools_and_sync_overlap() -> None:
     assert {"key": "ww/sync", "limit": 1} in config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert config["run_retries"]["enabled"] and not config["run_retries"]["retry_on_asset_or_op_failure"]
     assert config["run_monitoring"]["max_runtime_seconds"] == 86400
+
+
+def test_secrets_reach_the_resources_as_environment_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The UI shows a resource's configuration: passwords and the Redis URL (which may hold
+    one) are env-var references there, resolved only when a run uses them."""
+    from ww_assets.config import Settings
+    from ww_assets.wonderware.resources import build_resources
+
+    secrets = {"WONDERWARE_HOST": "sql.plant", "WONDERWARE_PASSWORD": "s3cret-sql",
+               "CLICKHOUSE_PASSWORD": "s3cret-ch", "REDIS_URL": "redis://:s3cret-redis@cache:6379/0"}  # fmt: skip
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    resources = build_resources(Settings.from_env())
+    shown = {
+        "historian": resources["historian"].password,
+        "warehouse": resources["warehouse"].password,
+        "tag_cache": resources["tag_cache"].url,
+    }
+    assert shown == {"historian": dg.EnvVar("WONDERWARE_PASSWORD"),
+                     "warehouse": dg.EnvVar("CLICKHOUSE_PASSWORD"),
+                     "tag_cache": dg.EnvVar("REDIS_URL")}  # fmt: skip
+    assert all(isinstance(v, dg.EnvVar) for v in shown.values())
+    with dg.build_resources({"tag_cache": resources["tag_cache"]}) as built:
+        assert built.tag_cache.cache().url == secrets["REDIS_URL"]

@@ -38,6 +38,8 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
     before = _catalog(pipeline)
     skipped = _sensor_requests(pipeline)
     assert not skipped.run_requests and "first catalog" in skipped.skip_message
+    # a cursor typed by hand in the UI reads from the first refresh, like no cursor
+    assert _sensor_requests(pipeline, "by hand").skip_message == skipped.skip_message
 
     conn = store.connect(pipeline.settings.historian_sqlite)
     store.add_tags(conn, [store.TagDef(name, 1, "added later", 0, 10, "bar") for name in NEW_TAGS])

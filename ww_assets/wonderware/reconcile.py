@@ -15,7 +15,7 @@ from ww_assets.history_store import read_active_tags
 from ww_assets.quality_sql import compare_counts
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import partition_verdicts
-from ww_assets.wonderware.jobs import history_job
+from ww_assets.wonderware.jobs import cron_setting, history_job
 from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 
@@ -144,14 +144,15 @@ def repair_requests(run_id: str, findings: list[dict[str, object]]) -> list[dg.R
 
 def build_reconcile_definitions(settings: Settings) -> dg.Definitions:
     job = build_reconcile_job(settings)
-    schedule = dg.ScheduleDefinition(
-        name="wonderware_reconcile_schedule",
-        job=job,
-        cron_schedule=settings.reconcile_schedule,
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly reconciliation (WONDERWARE_PIPELINE_RECONCILE_SCHEDULE).",
-    )
+    with cron_setting("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", settings.reconcile_schedule) as cron:
+        schedule = dg.ScheduleDefinition(
+            name="wonderware_reconcile_schedule",
+            job=job,
+            cron_schedule=cron,
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Nightly reconciliation (WONDERWARE_PIPELINE_RECONCILE_SCHEDULE).",
+        )
 
     @dg.run_status_sensor(
         name="reconcile_repair_sensor",

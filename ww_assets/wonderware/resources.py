@@ -141,5 +141,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             database=settings.clickhouse_db,
             chdb_path=str(settings.chdb_path),
         ),
-        "tag_cache": TagCacheResource(url=settings.redis_url, ttl_s=settings.tag_cache_ttl_s),
+        # A Redis URL may hold a password: the UI shows the variable, not the value.
+        "tag_cache": TagCacheResource(
+            url=_secret(settings.redis_url, "REDIS_URL"), ttl_s=settings.tag_cache_ttl_s
+        ),
     }

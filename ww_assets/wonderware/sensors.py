@@ -41,6 +41,15 @@ def new_tag_history_requests(
     ]
 
 
+def _storage_id(cursor: str | None) -> int | None:
+    """The cursor's storage id; None (start from the first refresh) for no cursor or one
+    that is not a number (set by hand in the UI), as Dagster's asset sensors do."""
+    try:
+        return int(cursor) if cursor else None
+    except ValueError:
+        return None
+
+
 # Catalog refreshes read per tick; more wait for the next tick (the cursor keeps the place).
 MATERIALIZATIONS_PER_TICK = 100
 
@@ -63,7 +72,7 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
         records = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(
                 asset_key=TAGS_KEY,
-                after_storage_id=int(context.cursor) if context.cursor else None,
+                after_storage_id=_storage_id(context.cursor),
             ),
             limit=MATERIALIZATIONS_PER_TICK,
             ascending=True,

@@ -17,7 +17,7 @@ from ww_assets.history_store import (
 from ww_assets.history_query import day_bounds
 from ww_assets.sync_plan import plan_sync
 from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice
-from ww_assets.wonderware.jobs import history_job
+from ww_assets.wonderware.jobs import cron_setting, history_job
 from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
 from ww_assets.wonderware.resources import (
     HistorianResource,
@@ -198,17 +198,19 @@ def build_sync_sensor(settings: Settings, sync_job) -> dg.SensorDefinition:
 
 
 def build_sync_schedule(settings: Settings, sync_job) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        name="history_sync_schedule",
-        job=sync_job,
-        cron_schedule=settings.sync_schedule,
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-    )
-    def history_sync_schedule(context: dg.ScheduleEvaluationContext):
-        """The alternative trigger of the sync (WONDERWARE_PIPELINE_SYNC_SCHEDULE); stop the
-        sensor when you start this."""
-        return _sync_request(context.instance)
+    with cron_setting("WONDERWARE_PIPELINE_SYNC_SCHEDULE", settings.sync_schedule) as cron:
+
+        @dg.schedule(
+            name="history_sync_schedule",
+            job=sync_job,
+            cron_schedule=cron,
+            execution_timezone="UTC",
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+        )
+        def history_sync_schedule(context: dg.ScheduleEvaluationContext):
+            """The alternative trigger of the sync (WONDERWARE_PIPELINE_SYNC_SCHEDULE); stop
+            the sensor when you start this."""
+            return _sync_request(context.instance)
 
     return history_sync_schedule
 
