@@ -207,7 +207,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from ww_assets.definitions import build_definitions
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
-    from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
+    from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
 
     defs = build_definitions(settings)
@@ -218,11 +218,11 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     chunks = instance.get_dynamic_partitions(TAG_CHUNKS.name)
     today = datetime.now(timezone.utc).date()
-    first, last = today - timedelta(days=args.days), today - timedelta(days=1)
-    first = max(first, settings.backfill_oldest_time.date())
-    if not chunks or last < first:
+    span = complete_days(today, settings.backfill_oldest_time.date(), args.days)
+    if not chunks or span is None:
         print("nothing to backfill", file=sys.stderr)
         return 1
+    first, last = span
     result = job.execute_in_process(
         instance=instance,
         asset_selection=[HISTORY_KEY],

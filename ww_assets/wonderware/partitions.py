@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 
@@ -32,3 +32,11 @@ def history_key(chunk: str, day: date) -> str:
     return f"{chunk}|{day.isoformat()}"
 
 
+
+
+def complete_days(today: date, oldest: date, days: int | None = None) -> tuple[date, date] | None:
+    """First and last of the `days` complete UTC days before `today` (all of them when None),
+    none before `oldest` (the first partition); None when no day is left."""
+    last = today - timedelta(days=1)
+    first = oldest if days is None else max(today - timedelta(days=days), oldest)
+    return (first, last) if first <= last else None

@@ -16,7 +16,7 @@ from ww_assets.quality_sql import compare_counts
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import partition_verdicts
 from ww_assets.wonderware.jobs import cron_setting, history_job
-from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key
+from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 
 REASON_TAG = "ww/reason"
@@ -38,9 +38,7 @@ FINDINGS_SCHEMA = dg.TableSchema(
 def reconcile_days(settings: Settings, today: date) -> tuple[date, date] | None:
     """The complete UTC days to compare: the last `reconcile_days` before `today`, not before
     the first history partition."""
-    last = today - timedelta(days=1)
-    first = max(last - timedelta(days=settings.reconcile_days - 1), settings.backfill_oldest_time.date())
-    return (first, last) if first <= last else None
+    return complete_days(today, settings.backfill_oldest_time.date(), settings.reconcile_days)
 
 
 def build_reconcile_job(settings: Settings) -> dg.JobDefinition:

@@ -1,14 +1,14 @@
 """Sensors of the wonderware domain."""
 
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.wonderware.assets import TAGS_KEY
 from ww_assets.wonderware.jobs import history_job
-from ww_assets.wonderware.partitions import history_key
+from ww_assets.wonderware.partitions import complete_days, history_key
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -24,10 +24,10 @@ def new_tag_history_requests(
 ) -> list[dg.RunRequest]:
     """One range run per chunk that gained tags (chunk -> run key): every complete day since
     the oldest time."""
-    last_day = (today.astimezone(timezone.utc) - timedelta(days=1)).date()
-    first_day = settings.backfill_oldest_time.date()
-    if last_day < first_day:
+    span = complete_days(today.astimezone(timezone.utc).date(), settings.backfill_oldest_time.date())
+    if span is None:
         return []
+    first_day, last_day = span
     return [
         dg.RunRequest(
             run_key=run_key,

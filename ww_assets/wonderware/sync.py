@@ -18,7 +18,7 @@ from ww_assets.history_query import day_bounds
 from ww_assets.sync_plan import plan_sync
 from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice
 from ww_assets.wonderware.jobs import cron_setting, history_job
-from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
+from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key, split_key
 from ww_assets.wonderware.resources import (
     HistorianResource,
     TagCacheResource,
@@ -220,9 +220,10 @@ def refresh_request(
 ) -> dg.RunRequest | None:
     """One range run over every chunk × the `days` complete days before `today`, none
     before `oldest` (the first history partition)."""
-    first, last = max(today - timedelta(days=days), oldest), today - timedelta(days=1)
-    if not chunks or first > last:
+    span = complete_days(today, oldest, days)
+    if not chunks or span is None:
         return None
+    first, last = span
     return dg.RunRequest(
         run_key=f"refresh-{today}",
         tags={
