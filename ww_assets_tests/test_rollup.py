@@ -7,6 +7,7 @@ import sqlite3
 from collections import defaultdict
 from datetime import date, timedelta
 
+import dagster as dg
 import pytest
 
 from ww_assets.quality_sql import ROLLUP_TABLE, ensure_rollup_schema
@@ -137,3 +138,35 @@ def test_a_rollup_that_waited_for_the_session_replaces_the_one_it_waited_for(
     waiting.join(timeout=120)
     assert len(done) == 2
     assert actual_rollup(loaded, day) == expected_rollup(loaded.settings.historian_sqlite, day)
+
+
+def _rollup_tick(p: Pipeline, cursor: str | None) -> dg.SensorResult:
+    sensor = p.defs.resolve_sensor_def("history_rollup_sensor")
+    return sensor.evaluate_tick(dg.build_sensor_context(instance=p.instance, definitions=p.defs,
+                                                        cursor=cursor))  # fmt: skip
+
+
+def test_the_rollup_follows_every_verified_reload_of_its_day(loaded: Pipeline) -> None:
+    """The sensor asks for a day's rollup once every chunk of the day is loaded and verified:
+    after the first loads, after a reload of one chunk (the nightly refresh, a repair), and
+    not for a day with a chunk not loaded, until that chunk is loaded."""
+    first = _rollup_tick(loaded, None)
+    assert sorted(r.partition_key for r in first.run_requests) == [str(DAYS[1]), str(DAYS[2])]
+    assert _rollup_tick(loaded, first.cursor).run_requests == []  # nothing new
+
+    chunks = loaded.chunks()
+    assert loaded.materialize_history(f"{chunks[0]}|{DAYS[2]}").success  # one chunk reloaded
+    again = _rollup_tick(loaded, first.cursor)
+    assert [r.partition_key for r in again.run_requests] == [str(DAYS[2])]
+    assert again.run_requests[0].run_key not in {r.run_key for r in first.run_requests}
+
+    assert loaded.materialize_history(f"{chunks[0]}|{DAYS[0]}").success  # one chunk of two
+    partial = _rollup_tick(loaded, again.cursor)
+    assert partial.run_requests == []
+    assert loaded.materialize_history(f"{chunks[1]}|{DAYS[0]}").success
+    whole = _rollup_tick(loaded, partial.cursor)
+    assert [r.partition_key for r in whole.run_requests] == [str(DAYS[0])]
+
+    job = loaded.defs.resolve_job_def("wonderware_rollup_job")
+    assert job.execute_in_process(instance=loaded.instance, partition_key=str(DAYS[0])).success
+    assert actual_rollup(loaded, DAYS[0]) == expected_rollup(loaded.settings.historian_sqlite, DAYS[0])

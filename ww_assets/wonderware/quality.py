@@ -1,5 +1,5 @@
 """Data-quality gates of the wonderware domain, bundled: history checks, the sync's
-freshness, the 1-minute rollup, the reconciliation and the failure alerts."""
+freshness, the 1-minute rollup and its sensor, the reconciliation and the failure alerts."""
 
 import time
 
@@ -15,7 +15,7 @@ from ww_assets.wonderware.checks import (
     history_check_keys,
 )
 from ww_assets.wonderware.reconcile import REASON_TAG, build_reconcile_definitions
-from ww_assets.wonderware.rollup import build_rollup_asset
+from ww_assets.wonderware.rollup import build_rollup_asset, build_rollup_job, build_rollup_sensor
 
 freshness_check_job = dg.define_asset_job(
     "wonderware_freshness_check_job",
@@ -51,14 +51,16 @@ def build_freshness_sensor(settings: Settings) -> dg.SensorDefinition:
 
 def build_quality_definitions(settings: Settings) -> dg.Definitions:
     """Everything of issue #4; resources come from the code location."""
+    rollup_job = build_rollup_job(settings)
     return dg.Definitions.merge(
         dg.Definitions(
             assets=[build_rollup_asset(settings)],
             asset_checks=[*build_history_checks(settings), build_sync_freshness_check(settings)],
-            jobs=[freshness_check_job],
+            jobs=[freshness_check_job, rollup_job],
             sensors=[
                 build_freshness_sensor(settings),
                 build_alert_sensor(settings, [*history_check_keys(), SYNC_FRESH_KEY]),
+                build_rollup_sensor(rollup_job),
             ],
         ),
         build_reconcile_definitions(settings),

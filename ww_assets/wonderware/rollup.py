@@ -1,5 +1,7 @@
-"""`wonderware/history_1min`: the 1-minute rollup of a UTC day, gated on the history checks."""
+"""`wonderware/history_1min`: the 1-minute rollup of a UTC day, gated on the history checks,
+and the sensor that rolls a day up again once its reloaded partitions are verified."""
 
+import json
 from datetime import date
 
 import dagster as dg
@@ -8,7 +10,7 @@ from ww_assets.config import Settings
 from ww_assets.quality_sql import ROLLUP_TABLE, replace_rollup_day
 from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import PartitionVerdict, partition_verdicts
-from ww_assets.wonderware.partitions import TAG_CHUNKS, daily_partitions, history_key
+from ww_assets.wonderware.partitions import TAG_CHUNKS, daily_partitions, history_key, split_key
 from ww_assets.wonderware.resources import WarehouseResource
 
 ROLLUP_KEY = dg.AssetKey(["wonderware", "history_1min"])
@@ -112,3 +114,69 @@ def build_rollup_asset(settings: Settings) -> dg.AssetsDefinition:
         )
 
     return history_1min
+
+
+def build_rollup_job(settings: Settings):  # an unresolved asset job
+    return dg.define_asset_job(
+        "wonderware_rollup_job",
+        selection=dg.AssetSelection.assets(ROLLUP_KEY),
+        partitions_def=daily_partitions(settings.backfill_oldest_time),
+        description="Materializes wonderware/history_1min for one UTC day.",
+    )
+
+
+# History materializations read per tick; more wait for the next tick (the cursor keeps the place).
+MATERIALIZATIONS_PER_TICK = 1000
+
+
+def build_rollup_sensor(rollup_job) -> dg.SensorDefinition:  # type: ignore[no-untyped-def]
+    @dg.sensor(
+        name="history_rollup_sensor",
+        job=rollup_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def history_rollup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        """Rolls a day up again after any of its wonderware/history partitions is loaded (a
+        backfill, the nightly refresh, a reconciliation repair, new tags): once every chunk
+        of the day is loaded and passed its blocking checks, one run of wonderware/history_1min
+        for that day. A day with a chunk not loaded or a failed check waits for its next load."""
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        pending: dict[str, int] = cursor.get("pending", {})  # day -> newest load seen
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=HISTORY_KEY, after_storage_id=cursor.get("after")),
+            limit=MATERIALIZATIONS_PER_TICK,
+            ascending=True,
+        ).records
+        for record in records:
+            if record.partition_key:
+                pending[split_key(record.partition_key)[1].isoformat()] = record.storage_id
+        after = records[-1].storage_id if records else cursor.get("after")
+        chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
+        verdicts = partition_verdicts(
+            context.instance,
+            [history_key(c, date.fromisoformat(d)) for d in pending for c in chunks],
+        )
+        requests, waiting, dropped = [], {}, []
+        for day, newest in sorted(pending.items()):
+            of_day = [verdicts[history_key(c, date.fromisoformat(day))] for c in chunks]
+            if of_day and all(v.verified for v in of_day):
+                requests.append(dg.RunRequest(run_key=f"rollup-{day}-{newest}", partition_key=day))
+            elif of_day and all(v.loaded and not v.failed for v in of_day):
+                waiting[day] = newest  # its checks have not finished yet
+            else:
+                dropped.append(day)  # its next load brings it back
+        if dropped:
+            context.log.info(
+                f"not rolled up until they are loaded and verified: {', '.join(dropped)}"
+            )
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps({"after": after, "pending": waiting}),
+            skip_reason=None if requests else (
+                f"{len(waiting)} days wait for their checks" if waiting
+                else "no day to roll up"
+            ),
+        )  # fmt: skip
+
+    return history_rollup_sensor
