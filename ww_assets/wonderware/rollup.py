@@ -12,6 +12,7 @@ from ww_assets.wonderware.assets import HISTORY_KEY
 from ww_assets.wonderware.checks import PartitionVerdict, partition_verdicts
 from ww_assets.wonderware.partitions import TAG_CHUNKS, daily_partitions, history_key, split_key
 from ww_assets.wonderware.resources import WarehouseResource
+from ww_assets.wonderware.sensors import materializations_after
 
 ROLLUP_KEY = dg.AssetKey(["wonderware", "history_1min"])
 
@@ -143,23 +144,19 @@ def build_rollup_sensor(rollup_job) -> dg.SensorDefinition:  # type: ignore[no-u
         for that day. A day with a chunk not loaded or a failed check waits for its next load."""
         cursor = json.loads(context.cursor) if context.cursor else {}
         pending: dict[str, int] = cursor.get("pending", {})  # day -> newest load seen
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=HISTORY_KEY, after_storage_id=cursor.get("after")),
-            limit=MATERIALIZATIONS_PER_TICK,
-            ascending=True,
-        ).records
+        records = materializations_after(
+            context.instance, HISTORY_KEY, cursor.get("after"), MATERIALIZATIONS_PER_TICK
+        )
         for record in records:
             if record.partition_key:
                 pending[split_key(record.partition_key)[1].isoformat()] = record.storage_id
         after = records[-1].storage_id if records else cursor.get("after")
         chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
-        verdicts = partition_verdicts(
-            context.instance,
-            [history_key(c, date.fromisoformat(d)) for d in pending for c in chunks],
-        )
+        keys = {d: [history_key(c, date.fromisoformat(d)) for c in chunks] for d in pending}
+        verdicts = partition_verdicts(context.instance, [k for ks in keys.values() for k in ks])
         requests, waiting, dropped = [], {}, []
         for day, newest in sorted(pending.items()):
-            of_day = [verdicts[history_key(c, date.fromisoformat(day))] for c in chunks]
+            of_day = [verdicts[k] for k in keys[day]]
             if of_day and all(v.verified for v in of_day):
                 requests.append(dg.RunRequest(run_key=f"rollup-{day}-{newest}", partition_key=day))
             elif of_day and all(v.loaded and not v.failed for v in of_day):

@@ -50,6 +50,16 @@ def _storage_id(cursor: str | None) -> int | None:
         return None
 
 
+def materializations_after(
+    instance: dg.DagsterInstance, key: dg.AssetKey, after: int | None, limit: int
+) -> list[dg.EventLogRecord]:
+    """Up to `limit` materializations of `key` after storage id `after`, oldest first: a
+    sensor takes them all, where `@asset_sensor` would see only the newest one."""
+    return list(instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=limit, ascending=True
+    ).records)  # fmt: skip
+
+
 # Catalog refreshes read per tick; more wait for the next tick (the cursor keeps the place).
 MATERIALIZATIONS_PER_TICK = 100
 
@@ -69,14 +79,9 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
         `wonderware/tags` that reports chunks with new tags, requests one range run of
         `wonderware/history` per such chunk over every complete day since
         WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME."""
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(
-                asset_key=TAGS_KEY,
-                after_storage_id=_storage_id(context.cursor),
-            ),
-            limit=MATERIALIZATIONS_PER_TICK,
-            ascending=True,
-        ).records
+        records = materializations_after(
+            context.instance, TAGS_KEY, _storage_id(context.cursor), MATERIALIZATIONS_PER_TICK
+        )
         if not records:
             return dg.SkipReason(f"no new materialization of {TAGS_KEY.to_user_string()}")
         cursor = str(records[-1].storage_id)
