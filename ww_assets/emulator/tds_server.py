@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 import socket
 import socketserver
 import sqlite3
@@ -135,6 +136,12 @@ def _history_type(arrow_type: pa.DataType) -> ColumnType:
 HISTORY_TYPES: tuple[ColumnType, ...] = tuple(_history_type(c.arrow_type) for c in HISTORY_COLUMNS)
 """The wire type of each History column (`HISTORY_COLUMNS` order)."""
 
+# Columns of few distinct values in one answer, encoded once per value.
+_FEW_VALUES = frozenset(
+    index
+    for index, c in enumerate(HISTORY_COLUMNS)
+    if c.source in ("TagName", "Quality", "QualityDetail", "OPCQuality", "wwTagKey")
+)
 # The columns that vary within one answer; the echoed ww* query parameters do not.
 _VARYING = frozenset(
     index
@@ -479,14 +486,25 @@ def _history_batches(server: HistorianTdsServer, query: HistoryQuery) -> Iterato
 def _row_encoder(
     selected: tuple[tuple[int, str], ...], types: tuple[ColumnType, ...], first: tuple
 ) -> Callable[[list[tuple]], bytes]:
-    """Encodes History rows for the `selected` columns. The echoed ww* columns are constant in
-    one answer, so they are encoded once, from the first row; per row only the varying
-    columns are."""
-    # Pieces of a row: (column index, its encoder) or constant bytes.
+    """Encodes History rows for the `selected` columns, column by column.
+
+    The echoed ww* columns are constant in one answer, so they are encoded once, from the
+    first row; the varying columns are encoded a batch at a time through memo tables (few
+    distinct qualities, keys and tag names; `StartDateTime` repeats `DateTime`), and the rows
+    are joined in one call (the columns are zipped row by row, so `_LastMoment` sees a row's
+    DateTime just before its StartDateTime).
+    """
+    # Pieces of a row: (column index, value encoder) or constant bytes.
     pieces: list[tuple[int, Callable[[object], bytes]] | bytes] = [_ROW]
+    moments = _LastMoment()
     for index, _ in selected:
         if index in _VARYING:
-            pieces.append((index, _fast_encoder(types[index])))
+            encoder = _fast_encoder(types[index])
+            if index in _FEW_VALUES:
+                encoder = _Memo(encoder).__getitem__
+            elif encoder is encode_datetime2:
+                encoder = moments.encode
+            pieces.append((index, encoder))
         elif isinstance(pieces[-1], bytes):
             pieces[-1] += types[index].encode(first[index])
         else:
@@ -494,17 +512,42 @@ def _row_encoder(
     plan = tuple(pieces)
 
     def encode(rows: list[tuple]) -> bytes:
-        out: list[bytes] = []
-        append = out.append
-        for row in rows:
-            for piece in plan:
-                if piece.__class__ is bytes:
-                    append(piece)  # type: ignore[arg-type]
-                else:
-                    append(piece[1](row[piece[0]]))  # type: ignore[index]
-        return b"".join(out)
+        columns = []
+        for piece in plan:
+            if isinstance(piece, bytes):
+                columns.append(itertools.repeat(piece, len(rows)))
+            else:
+                index, encoder = piece
+                columns.append(map(encoder, map(operator.itemgetter(index), rows)))
+        return b"".join(itertools.chain.from_iterable(zip(*columns)))
 
     return encode
+
+
+class _Memo(dict):
+    """Encoded values by value: each distinct value of a column encoded once."""
+
+    def __init__(self, encode: Callable[[object], bytes]) -> None:
+        super().__init__()
+        self.encode = encode
+
+    def __missing__(self, value: object) -> bytes:
+        encoded = self[value] = self.encode(value)
+        return encoded
+
+
+class _LastMoment:
+    """datetime2 encoding that reuses the last result for the same object (a History row's
+    StartDateTime is its DateTime)."""
+
+    def __init__(self) -> None:
+        self.value: object = object()
+        self.encoded = b""
+
+    def encode(self, value: object) -> bytes:
+        if value is not self.value:
+            self.value, self.encoded = value, encode_datetime2(value)  # type: ignore[arg-type]
+        return self.encoded
 
 
 def _fast_encoder(kind: ColumnType) -> Callable[[object], bytes]:
@@ -513,17 +556,6 @@ def _fast_encoder(kind: ColumnType) -> Callable[[object], bytes]:
     if isinstance(kind, Float):
         pack = _FLOAT8.pack
         return lambda value: b"\x00" if value is None else pack(8, value)  # type: ignore[misc]
-    if isinstance(kind, Integer):
-        # Few distinct values (qualities, tag keys): each encoded once.
-        cache: dict[object, bytes] = {}
-
-        def cached(value: object) -> bytes:
-            found = cache.get(value)
-            if found is None:
-                found = cache[value] = kind.encode(value)
-            return found
-
-        return cached
     if isinstance(kind, NVarChar) and not isinstance(kind, _DownLevelDateTime2):
         pack = _USHORT.pack
 
