@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,8 +93,18 @@ def emulator_rows(plant: Path, query: HistoryQuery) -> list[tuple]:
     return [row for batch in HistorianEmulator(plant).query(query) for row in batch]
 
 
-def test_login_and_select_1(server: HistorianTdsServer) -> None:
-    assert fetch(server, "SELECT 1") == [(1,)]
+def test_login_select_1_and_transactions(server: HistorianTdsServer) -> None:
+    conn = connect(server)
+    try:
+        cursor = conn.cursor()
+        cursor.execute("SELECT 1")
+        assert cursor.fetchall() == [(1,)]
+        conn.commit()  # IF @@TRANCOUNT > 0 COMMIT TRAN, then BEGIN TRAN again
+        conn.rollback()
+        cursor.execute("SELECT 2 AS two")
+        assert cursor.fetchall() == [(2,)] and cursor.description[0][0] == "two"
+    finally:
+        conn.close()
 
 
 def test_wrong_password_is_refused_as_sql_server_does(server: HistorianTdsServer) -> None:
@@ -124,6 +137,7 @@ def test_catalog_query_with_a_join_runs_on_the_store(server: HistorianTdsServer,
     [
         ("SELECT t.NoSuchColumn FROM TagRef t", 207, "Invalid column name 'NoSuchColumn'."),
         ("SELECT TagName FROM Runtime.dbo.NoSuchTable", 208, "Invalid object name 'NoSuchTable'."),
+        ("SELECT count(*) FROM Points", 208, "Invalid object name 'Points'."),
         (
             "SELECT DateTime, Bogus FROM History WHERE TagName = 'x' "
             "AND DateTime > '2025-11-01' AND DateTime < '2025-11-02'",
@@ -390,3 +404,38 @@ def test_a_large_answer_is_streamed(big_plant: Path) -> None:
     finally:
         server.close()
 
+
+
+def test_serve_runs_until_interrupted(plant: Path, tags: tuple[str, ...]) -> None:
+    """`serve` as the CLI runs it: in its own process, ready once it accepts logins, and gone
+    after an interrupt."""
+    code = (
+        "import sys; from ww_assets.emulator.tds_server import serve\n"
+        "try:\n"
+        "    serve(sys.argv[1], user=sys.argv[2], password=sys.argv[3],\n"
+        "          ready=lambda address: print(address[1], flush=True))\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(plant), USER, PASSWORD],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        port = int(process.stdout.readline())  # type: ignore[union-attr]
+        conn = pymssql.connect(
+            server="127.0.0.1", port=str(port), user=USER, password=PASSWORD, login_timeout=10
+        )
+        try:
+            cursor = conn.cursor()
+            cursor.execute("SELECT count(*) FROM TagRef")
+            assert cursor.fetchall() == [(len(tags),)]
+        finally:
+            conn.close()
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+        assert out.strip() == "interrupted" and process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -201,6 +201,7 @@ class HistorianTdsServer(BridgeServer):
         answer is streamed, not built before it is sent."""
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._serving = threading.Event()
         self._open: set[socket.socket] = set()
         super().__init__(
             host,
@@ -227,10 +228,15 @@ class HistorianTdsServer(BridgeServer):
         with self._lock:
             self.history_rows_encoded += rows
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._serving.set()
+        super().serve_forever(poll_interval)
+
     def close(self) -> None:
         """Stop listening and end every open connection (a stalled answer too)."""
         self._closing.set()
-        self.shutdown()
+        if self._serving.is_set():
+            self.shutdown()  # waits for serve_forever to return; it never would if not started
         self.server_close()
         with self._lock:
             sockets = list(self._open)

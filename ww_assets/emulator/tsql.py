@@ -35,6 +35,9 @@ INVALID_OBJECT = 208
 INCORRECT_SYNTAX = 102
 
 HISTORY_TABLE = "history"
+# The emulator's own storage of the points behind History: not a table of the Runtime database,
+# so a query that works here only because it reads it would fail on a real historian.
+_HIDDEN_TABLES = frozenset({"points"})
 HISTORY_SOURCES: tuple[str, ...] = tuple(c.source for c in HISTORY_COLUMNS)
 _SOURCE_INDEX = {name.lower(): index for index, name in enumerate(HISTORY_SOURCES)}
 _TAGNAME = _SOURCE_INDEX["tagname"]
@@ -122,6 +125,9 @@ def _catalog(select: exp.Select) -> CatalogSelect:
     for table in tree.find_all(exp.Table):
         table.set("db", None)
         table.set("catalog", None)
+    for table in select.find_all(exp.Table):
+        if table.name.lower() in _HIDDEN_TABLES:
+            raise QueryError(f"Invalid object name '{table.name}'.", number=INVALID_OBJECT)
     names: tuple[str, ...] | None = None
     if not any(isinstance(e, exp.Star) or e.is_star for e in select.expressions):
         # SQL Server names an expression column only by its alias.
