@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ww_assets.history_query import RETRIEVAL_MODES, TAG_TYPES
+from ww_assets.history_query import COPY_MODES, RETRIEVAL_MODES, TAG_TYPES
 from ww_assets.resilience import Backoff
 
 
@@ -98,7 +98,7 @@ class Settings:
             wonderware_password=r.optional("WONDERWARE_PASSWORD"),
             login_timeout_s=r.integer("WONDERWARE_LOGIN_TIMEOUT", 15, minimum=1),
             query_timeout_s=r.integer("WONDERWARE_QUERY_TIMEOUT", 600, minimum=1),
-            retrieval_mode=r.choice("WONDERWARE_RETRIEVAL_MODE", "Full", RETRIEVAL_MODES),
+            retrieval_mode=r.retrieval_mode("WONDERWARE_RETRIEVAL_MODE", "Full"),
             tag_types=r.tag_types("WONDERWARE_TAG_TYPES", "analog,discrete,string"),
             emulator_timezone=r.zone("WONDERWARE_EMULATOR_TIMEZONE", "America/Chicago"),
             clickhouse_host=r.optional("CLICKHOUSE_HOST"),
@@ -184,6 +184,16 @@ class _Reader:
         if raw.lower() not in by_lower:
             raise ConfigError(f"{name}={raw!r} is not one of {', '.join(choices)}")
         return by_lower[raw.lower()]
+
+    def retrieval_mode(self, name: str, default: str) -> str:
+        mode = self.choice(name, default, RETRIEVAL_MODES)
+        if mode not in COPY_MODES:
+            raise ConfigError(
+                f"{name}={mode!r} cannot make an exact copy: Delta drops a point equal to the one "
+                "before it in each answer, so the rows depend on where a window starts, and the "
+                f"other modes return computed rows; use {' or '.join(COPY_MODES)}"
+            )
+        return mode
 
     def tag_types(self, name: str, default: str) -> tuple[int, ...]:
         raw = self.text(name, default)

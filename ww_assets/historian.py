@@ -26,6 +26,18 @@ from ww_assets.resilience import CircuitBreaker
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS
 
 
+MAX_TAGS_PER_QUERY = 500
+"""Tag names in one query's IN list: far below SQL Server's limits on batch text and on the
+expressions of one predicate, whatever WONDERWARE_PIPELINE_TAG_CHUNK_SIZE is."""
+
+
+def tag_groups(tags: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    """`tags` (duplicates dropped) in groups of at most `MAX_TAGS_PER_QUERY`, in order."""
+    unique = tuple(dict.fromkeys(tags))
+    for offset in range(0, len(unique), MAX_TAGS_PER_QUERY):
+        yield unique[offset : offset + MAX_TAGS_PER_QUERY]
+
+
 class HistorianError(RuntimeError):
     """The historian could not be reached or returned something unusable."""
 
@@ -134,6 +146,7 @@ class EmulatorHistorian:
         self._emulator().list_tags(self.tag_types)
 
     def list_tags(self) -> list[TagInfo]:
+        """The tags to copy, by name (system-driver tags excluded)."""
         return [TagInfo(*row) for row in self._emulator().list_tags(self.tag_types)]
 
     def read_history(
@@ -201,6 +214,8 @@ class SqlServerHistorian:
                 login_timeout=self.login_timeout_s,
                 timeout=self.query_timeout_s,
                 appname="ww_assets",
+                # TDS 7.3 and later carry datetime2(7) as such; older versions send it as text.
+                tds_version="7.4",
             )
         except pymssql.Error as error:
             raise HistorianError(f"cannot connect to {self.describe()}: {error}") from error
@@ -222,25 +237,30 @@ class SqlServerHistorian:
             pass
 
     def list_tags(self) -> list[TagInfo]:
+        """The tags to copy, by name (system-driver tags excluded)."""
         sql, params = render_tags_tsql(self.tag_types)
-        return [TagInfo(*row) for rows in self._run(sql, params) for row in rows]
+        return sorted(
+            (TagInfo(*row) for rows in self._run(sql, params) for row in rows), key=lambda t: t.name
+        )
 
     def read_history(
         self, tags: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[pa.RecordBatch]:
-        sql, params = render_history_tsql(window_query(tuple(tags), start, end, self.retrieval_mode))
-        for rows in self._run(sql, params):
-            yield rows_to_batch(rows)
+        for group in tag_groups(tags):
+            query = window_query(group, start, end, self.retrieval_mode)
+            for rows in self._run(*render_history_tsql(query)):
+                yield rows_to_batch(rows)
 
     def count_points(
         self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
     ) -> dict[str, int]:
         """Points per tag that `read_history` returns for [start, end) UTC, counted by the
-        historian (one `COUNT(*) ... GROUP BY TagName`); 0 for tags without any."""
-        query = window_query(tuple(tags), start_utc, end_utc, self.retrieval_mode)
+        historian (`COUNT(*) ... GROUP BY TagName`); 0 for tags without any."""
         counts = dict.fromkeys(tags, 0)
-        for rows in self._run(*render_count_tsql(query)):
-            counts.update({tag: int(n) for tag, n in rows})
+        for group in tag_groups(tags):
+            query = window_query(group, start_utc, end_utc, self.retrieval_mode)
+            for rows in self._run(*render_count_tsql(query)):
+                counts.update({tag: int(n) for tag, n in rows})
         return counts
 
 

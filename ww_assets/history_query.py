@@ -32,15 +32,22 @@ RETRIEVAL_MODES = (
 )
 """History retrieval modes (53498). Only `Full` returns every stored point exactly once."""
 
+COPY_MODES = ("Full",)
+"""The retrieval modes a copy can be made with: `Delta` drops a point equal to the one before
+it *in the answer*, so what it returns depends on where a window starts (a daily partition and
+a sync window disagree); the other modes return computed rows, not stored points."""
+
 TAG_TYPES = {"analog": 1, "discrete": 2, "string": 3, "complex": 4, "event": 5, "summary": 7}
 """`TagRef.TagType` codes (65431), by the names used in configuration."""
 
-SYSTEM_TAG_PREFIX = "Sys"
+ACQUIRED_BY_SYSTEM_DRIVER = 3
+"""`Tag.AcquisitionType` of the historian's own system tags (1220349): never copied. A user
+tag may well be called `System2.Flow`, so system tags are not told by their name."""
 
-# Delta-storage timestamps are accurate to 1 ms (67229): an exclusive bound 1 ms before the
-# window start selects exactly the stored points at or after it, without the synthetic
-# initial-value row that an inclusive start returns (53886).
-ONE_TICK = timedelta(milliseconds=1)
+# Bounds are whole microseconds: an exclusive start excludes its microsecond entirely, so a
+# start 1 µs before the window selects exactly the points at or after it (to datetime2(7)'s
+# 100 ns), without the synthetic initial-value row that an inclusive start returns (53886).
+ONE_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -74,11 +81,7 @@ class HistoryQuery:
 def window_query(
     tags: tuple[str, ...], start_utc: datetime, end_utc: datetime, retrieval_mode: str = "Full"
 ) -> HistoryQuery:
-    """The query for the stored points of `tags` in the half-open UTC window [start, end).
-
-    Rows the historian returns before `start` (possible only for sub-millisecond timestamps)
-    must still be dropped by the reader; see `ONE_TICK`.
-    """
+    """The query for the stored points of `tags` in the half-open UTC window [start, end)."""
     return HistoryQuery(
         tags=tags,
         start=naive_utc(start_utc) - ONE_TICK,
@@ -104,9 +107,15 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def format_datetime(moment: datetime) -> str:
-    """The literal form of a bound: `YYYY-MM-DD HH:MM:SS.fff` (what `History` parses)."""
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+def format_datetime(moment: datetime, bound: str = ">=") -> str:
+    """The literal of a History bound, ISO 8601 with 7 fractional digits
+    (`YYYY-MM-DDTHH:MM:SS.fffffff`): the one form no session language or DATEFORMAT misreads.
+
+    Bounds are whole microseconds: `>` and `<=` take the microsecond's last 100-ns tick, so
+    `DateTime > '...59.9999999'` excludes the whole microsecond and `DateTime <= ...` includes it.
+    """
+    last_tick = "9" if bound in (">", "<=") else "0"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + last_tick
 
 
 def render_history_tsql(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
@@ -144,8 +153,8 @@ def _history_where(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
     ]
     params: list[object] = [
         *query.tags,
-        format_datetime(query.start),
-        format_datetime(query.end),
+        format_datetime(query.start, start_op),
+        format_datetime(query.end, end_op),
         query.retrieval_mode,
         query.version,
     ]
@@ -155,17 +164,20 @@ def _history_where(query: HistoryQuery) -> tuple[str, tuple[object, ...]]:
     return " AND ".join(predicates), tuple(params)
 
 
-def render_tags_tsql(tag_types: tuple[int, ...]) -> tuple[str, tuple[object, ...]]:
-    """T-SQL listing the tags to copy: of `tag_types`, system tags (`Sys*`) excluded."""
+def render_tags_tsql(tag_types: tuple[int, ...], placeholder: str = "%s") -> tuple[str, tuple[object, ...]]:
+    """The catalog query: the tags of `tag_types` with their description and analog range,
+    system-driver tags excluded, in any order. AVEVA keeps the type in `TagRef` and the
+    description and acquisition in `Tag` (65431, 1220349). `placeholder` is pymssql's `%s`
+    or SQLite's `?` (the emulator runs the same query on its own tables)."""
     if not tag_types:
         raise ValueError("no tag types selected")
-    placeholders = ", ".join(["%s"] * len(tag_types))
+    placeholders = ", ".join([placeholder] * len(tag_types))
     sql = (
-        "SELECT t.TagName, t.TagType, t.Description, a.MinEU, a.MaxEU, u.Unit "
-        "FROM TagRef t "
-        "LEFT JOIN AnalogTag a ON a.TagName = t.TagName "
+        "SELECT r.TagName, r.TagType, t.Description, a.MinEU, a.MaxEU, u.Unit "
+        "FROM TagRef r "
+        "JOIN Tag t ON t.TagName = r.TagName "
+        "LEFT JOIN AnalogTag a ON a.TagName = r.TagName "
         "LEFT JOIN EngineeringUnit u ON u.EUKey = a.EUKey "
-        f"WHERE t.TagType IN ({placeholders}) AND t.TagName NOT LIKE %s "
-        "ORDER BY t.TagName"
+        f"WHERE r.TagType IN ({placeholders}) AND t.AcquisitionType <> {placeholder}"
     )
-    return sql, (*tag_types, SYSTEM_TAG_PREFIX + "%")
+    return sql, (*tag_types, ACQUIRED_BY_SYSTEM_DRIVER)

@@ -20,9 +20,10 @@ TRAP_TAGS = [
     store.TagDef("Kühlwasser Pumpe.Status", 2, "discrete, non-ASCII and a space"),
     store.TagDef('Zähler "7".Count', 1, "double quotes", 0.0, 1e6, "1"),
     store.TagDef("Line 2.Speed rpm", 1, "spaces and dots", 0.0, 3000.0, "rpm"),
-    store.TagDef("SysTimeSec", 1, "system tag: never copied", 0.0, 59.0, "s"),
+    store.TagDef("System2.Flow", 1, "a plant tag whose name starts with System", 0.0, 80.0, "m3/h"),
+    store.TagDef("SysTimeSec", 1, "system tag: never copied", 0.0, 59.0, "s", store.SYSTEM_DRIVER),
 ]
-COPIED_TAGS = sorted(t.name for t in TRAP_TAGS if not t.name.startswith("Sys"))
+COPIED_TAGS = sorted(t.name for t in TRAP_TAGS if t.acquisition_type != store.SYSTEM_DRIVER)
 
 # 2025-11-02 is the autumn DST change in America/Chicago (the emulator's default zone):
 # 01:00-02:00 local happens twice (06:00-08:00 UTC).
@@ -60,6 +61,9 @@ def trap_points() -> list[store.Point]:
         moment = datetime(2025, 11, 2, 6, 0, tzinfo=UTC) + timedelta(minutes=minute, seconds=7)
         points.append(('Zähler "7".Count', moment, float(minute), None, 0, 192, 192))
     points.append(("SysTimeSec", datetime(2025, 11, 1, 12, tzinfo=UTC), 1.0, None, 0, 192, 192))
+    for day in range(4):  # a plant tag named like a system tag: copied like any other
+        moment = start + timedelta(days=day, hours=3, milliseconds=day)
+        points.append(("System2.Flow", moment, 10.0 + day, None, 0, 192, 192))
     # "Line 2.Speed rpm" has one point, on 2025-11-01 only: other days are empty for it
     points.append(("Line 2.Speed rpm", datetime(2025, 11, 1, 12, 30, 0, 250000, tzinfo=UTC),
                    1500.5, None, 0, 192, 192))

@@ -94,7 +94,7 @@ def test_an_empty_tag_list_fails_clearly_and_keeps_the_catalog(pipeline: Pipelin
     from ww_assets.emulator import store
 
     conn = store.connect(pipeline.settings.historian_sqlite)
-    store.add_tags(conn, [store.TagDef("SysTimeSec", 1)])  # only a system tag
+    store.add_tags(conn, [store.TagDef("SysTimeSec", 1, acquisition_type=store.SYSTEM_DRIVER)])  # only a system tag
     conn.close()
     result = pipeline.materialize_tags()
     assert not result.success

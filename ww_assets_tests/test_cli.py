@@ -35,8 +35,8 @@ def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> No
     today = datetime.now(timezone.utc).date()
     with sqlite3.connect(home / "historian.sqlite") as conn:
         expected = conn.execute(
-            "SELECT count(*), count(DISTINCT p.TagName) FROM Points p JOIN TagRef t USING (TagName) "
-            "WHERE t.TagName NOT LIKE 'Sys%' AND t.TagType IN (1, 2, 3) "
+            "SELECT count(*), count(DISTINCT p.TagName) FROM Points p JOIN TagRef r USING (TagName) "
+            "JOIN Tag t USING (TagName) WHERE t.AcquisitionType <> 3 AND r.TagType IN (1, 2, 3) "
             "AND p.DateTime >= ? AND p.DateTime < ?",
             (f"{today - timedelta(days=2)} 00:00:00.000", f"{today} 00:00:00.000"),
         ).fetchone()

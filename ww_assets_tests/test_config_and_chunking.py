@@ -70,9 +70,15 @@ def test_a_url_that_may_hold_a_password_is_never_shown() -> None:
 
 
 def test_retrieval_mode_and_tag_types_are_normalised() -> None:
-    s = Settings.from_env({"WONDERWARE_RETRIEVAL_MODE": "delta", "WONDERWARE_TAG_TYPES": "string, 1"})
-    assert s.retrieval_mode == "Delta"
+    s = Settings.from_env({"WONDERWARE_RETRIEVAL_MODE": "full", "WONDERWARE_TAG_TYPES": "string, 1"})
+    assert s.retrieval_mode == "Full"
     assert s.tag_types == (1, 3)
+
+
+@pytest.mark.parametrize("mode", ["Delta", "Cyclic", "Interpolated"])
+def test_a_retrieval_mode_that_cannot_copy_exactly_is_refused(mode: str) -> None:
+    with pytest.raises(ConfigError, match=f"WONDERWARE_RETRIEVAL_MODE='{mode}' cannot make an exact"):
+        Settings.from_env({"WONDERWARE_RETRIEVAL_MODE": mode})
 
 
 def test_chunk_keys_round_trip_and_sort_in_creation_order() -> None:

@@ -24,7 +24,7 @@ TAGS = (
     TagDef("String.S", 3, "string"),
     TagDef("Operator's.Note", 3, "quote in name"),
     TagDef("Kühlwasser.Temperatur", 1, "non-ASCII", 5.0, 45.0, "°C"),
-    TagDef("SysTimeSec", 1, "system", 0.0, 59.0, "s"),
+    TagDef("SysTimeSec", 1, "system", 0.0, 59.0, "s", store.SYSTEM_DRIVER),
 )
 
 
@@ -440,6 +440,46 @@ def test_list_tags_excludes_system_tags(tmp_path: Path) -> None:
     assert [t[0] for t in emulator.list_tags((2,))] == ["Discrete.D"]
 
 
+def test_system_tags_are_those_of_the_system_driver_not_of_a_name(tmp_path: Path) -> None:
+    emulator = _emulator(tmp_path, [])
+    conn = store.connect(emulator.path)
+    store.add_tags(conn, [
+        TagDef("System2.Flow", 1, "a plant tag", 0.0, 80.0, "m3/h"),
+        TagDef("SysUserCounter", 1, "user tag with a Sys name"),
+        TagDef("Plant.Heartbeat", 2, "made by the system driver", acquisition_type=store.SYSTEM_DRIVER),
+    ])
+    conn.close()
+    names = [t[0] for t in emulator.list_tags((1, 2, 3))]
+    assert "System2.Flow" in names and "SysUserCounter" in names
+    assert "Plant.Heartbeat" not in names and "SysTimeSec" not in names
+
+
+def test_a_store_of_the_earlier_layout_is_migrated_with_its_points(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE TagRef (TagName TEXT PRIMARY KEY, TagType INTEGER NOT NULL, Description TEXT);"
+        "CREATE TABLE AnalogTag (TagName TEXT PRIMARY KEY, MinEU REAL, MaxEU REAL, Unit TEXT);"
+        "CREATE TABLE Points (TagName TEXT NOT NULL, DateTime TEXT NOT NULL, Value REAL, "
+        "VValue TEXT, Quality INTEGER, QualityDetail INTEGER, OpcQuality INTEGER, "
+        "PRIMARY KEY (TagName, DateTime)) WITHOUT ROWID;"
+        "INSERT INTO TagRef VALUES ('A.Flow', 1, 'flow'), ('SysTimeSec', 1, 'system'), "
+        "('S.Text', 3, 'text');"
+        "INSERT INTO AnalogTag VALUES ('A.Flow', 0, 10, 'm3/h'), ('SysTimeSec', 0, 59, 's');"
+        "INSERT INTO Points VALUES ('A.Flow', '2025-06-01 00:00:00.000', 1.5, '1.5', 0, 192, 192);"
+    )
+    old.commit()
+    old.close()
+    emulator = HistorianEmulator(path)
+    assert emulator.list_tags((1, 3)) == [
+        ("A.Flow", 1, "flow", 0.0, 10.0, "m3/h"), ("S.Text", 3, "text", None, None, None),
+    ]
+    counts = emulator.count_points(["A.Flow"], datetime(2025, 6, 1), datetime(2025, 6, 2))
+    assert counts == {"A.Flow": 1}
+
+
 # --- the extractor's window ----------------------------------------------------------------
 
 
@@ -506,13 +546,20 @@ def test_store_contract_and_helpers(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         columns = {
             table: [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-            for table in ("TagRef", "AnalogTag", "Points")
+            for table in store.TABLES
         }
-        assert columns == {
-            "TagRef": ["TagName", "TagType", "Description"],
-            "AnalogTag": ["TagName", "MinEU", "MaxEU", "Unit"],
-            "Points": list(store.POINT_COLUMNS),
-        }
+        # AVEVA's own names and leading columns (65431, 1220349, 65357).
+        assert columns["TagRef"] == ["wwDomainTagKey", "wwTagKey", "ServerKey", "TagName", "TagType"]
+        assert columns["Tag"][:8] == [
+            "TagName", "IOServerKey", "StorageNodeKey", "wwTagKey", "TopicKey", "Description",
+            "AcquisitionType", "StorageType",
+        ]
+        assert "Description" not in columns["TagRef"]
+        assert columns["AnalogTag"][:8] == [
+            "TagName", "EUKey", "MinEU", "MaxEU", "MinRaw", "MaxRaw", "Scaling", "RawType",
+        ]
+        assert columns["EngineeringUnit"][:2] == ["EUKey", "Unit"]
+        assert columns["Points"] == list(store.POINT_COLUMNS)
         store.add_tags(conn, TAGS)
         berlin_noon = datetime(2025, 6, 1, 12, 0, 0, 123_456, tzinfo=timezone(timedelta(hours=2)))
         store.add_points(conn, [("Analog.A", berlin_noon, 1.0, "1", *GOOD)])

@@ -56,8 +56,10 @@ def test_window_query_is_half_open_utc_full_with_bound_parameters() -> None:
     }
     assert params == (
         *ODD_TAGS,
-        "2025-11-01 23:59:59.999",  # exclusive, one millisecond before the window: no initial row
-        "2025-11-03 00:00:00.000",
+        # ISO 8601 with a T: read alike under every session language and DATEFORMAT.
+        # Exclusive, the last 100-ns tick before the window: no initial-value row.
+        "2025-11-01T23:59:59.9999999",
+        "2025-11-03T00:00:00.0000000",
         "Full",
         "Latest",
         "UTC",
@@ -74,12 +76,24 @@ def test_inclusive_bounds_and_server_local_time() -> None:
     assert params[-2:] == ("Delta", "Latest")
 
 
-def test_tags_query_excludes_system_tags_by_parameter() -> None:
+def test_tags_query_excludes_the_system_drivers_tags_not_names() -> None:
     sql, params = render_tags_tsql((1, 2, 3))
     tree = parse_tsql(sql)
     preds = {p.sql(dialect="tsql") for p in _predicates(tree)}
-    assert preds == {"t.TagType IN (@p0, @p1, @p2)", "t.TagName NOT LIKE @p3"}
-    assert params == (1, 2, 3, "Sys%")
+    assert preds == {"r.TagType IN (@p0, @p1, @p2)", "t.AcquisitionType <> @p3"}
+    assert params == (1, 2, 3, 3)
+    # AVEVA's TagRef has no Description: it comes from Tag (65431, 1220349).
+    tables = {t.alias: t.name for t in tree.find_all(exp.Table)}
+    assert tables == {"r": "TagRef", "t": "Tag", "a": "AnalogTag", "u": "EngineeringUnit"}
+    description = next(c for c in tree.find_all(exp.Column) if c.name == "Description")
+    assert description.table == "t"
+
+
+def test_bounds_are_whole_microseconds() -> None:
+    q = HistoryQuery(("A",), datetime(2025, 1, 1, 0, 0, 0, 250), datetime(2025, 1, 2, 0, 0, 0, 7))
+    assert render_history_tsql(q)[1][1:3] == ("2025-01-01T00:00:00.0002509", "2025-01-02T00:00:00.0000070")
+    closed = HistoryQuery(("A",), q.start, q.end, start_inclusive=True, end_inclusive=True)
+    assert render_history_tsql(closed)[1][1:3] == ("2025-01-01T00:00:00.0002500", "2025-01-02T00:00:00.0000079")
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,8 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
 
     assert {t: after[t] for t in before} == before
     assert set(after) == set(before) | set(NEW_TAGS)
-    # 6 tags in chunks of 4: chunk-0002 had room for 2, the third opens chunk-0003
-    assert [after[t] for t in NEW_TAGS] == ["chunk-0002", "chunk-0002", "chunk-0003"]
+    # 7 tags in chunks of 4: chunk-0002 had room for 1, the others open chunk-0003
+    assert [after[t] for t in NEW_TAGS] == ["chunk-0002", "chunk-0003", "chunk-0003"]
     assert pipeline.chunks() == ["chunk-0001", "chunk-0002", "chunk-0003"]
 
     tick = _sensor_requests(pipeline)
@@ -116,8 +116,7 @@ def test_retired_tags_keep_their_chunk_and_leave_the_slices(pipeline: Pipeline) 
     assert pipeline.materialize_tags().success
     before = _catalog(pipeline)
     conn = store.connect(pipeline.settings.historian_sqlite)
-    with conn:
-        conn.execute("DELETE FROM TagRef WHERE TagName = ?", ("Tank.Level",))
+    store.remove_tags(conn, ["Tank.Level"])
     conn.close()
     result = pipeline.materialize_tags()
     assert result.success
@@ -143,8 +142,7 @@ def test_a_chunk_of_retired_tags_keeps_its_history_and_blocks_no_run(pipeline: P
     assert before
     late = datetime(2025, 11, 2, 7, 30, 0, 5000, tzinfo=timezone.utc)
     conn = store.connect(pipeline.settings.historian_sqlite)
-    with conn:
-        conn.executemany("DELETE FROM TagRef WHERE TagName = ?", [(t,) for t in retired])
+    store.remove_tags(conn, retired)
     store.add_points(conn, [(kept[0], late, 42.0, "42.0", 0, 192, 192)])
     conn.close()
     assert pipeline.materialize_tags().success

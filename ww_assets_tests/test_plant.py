@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ww_assets.emulator import plant
+from ww_assets.emulator import plant, store
 from ww_assets.emulator.history import HistorianEmulator
 from ww_assets.history_query import HistoryQuery, window_query
 
@@ -68,7 +68,7 @@ def test_create_refuses_an_existing_plant(small_plant: tuple[Path, plant.PlantSu
 
 def test_default_tags_mix_and_awkward_names() -> None:
     tags = plant.default_tags()
-    plant_tags = [t for t in tags if not t.name.startswith("Sys")]
+    plant_tags = [t for t in tags if t.acquisition_type != store.SYSTEM_DRIVER]
     assert len(plant_tags) == 150
     assert len({t.name for t in tags}) == len(tags)
     share = {kind: sum(t.tag_type == kind for t in plant_tags) / 150 for kind in (1, 2, 3)}
@@ -96,7 +96,8 @@ def test_system_tags_stored_but_not_listed(small_plant: tuple[Path, plant.PlantS
     assert "SysTimeSec" in stored
     listed = [r[0] for r in HistorianEmulator(path).list_tags((1, 2, 3))]
     assert len(listed) == N_TAGS
-    assert not any(name.startswith("Sys") for name in listed)
+    assert not set(listed) & {t.name for t in plant.SYSTEM_TAGS}
+    assert "System2.Flow" in listed
     assert {"Operator's.Note", "Kühlwasser.Temperatur"} <= set(listed)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ww_assets.emulator import store
-from ww_assets.history_query import SYSTEM_TAG_PREFIX, HistoryQuery
+from ww_assets.history_query import ONE_TICK, HistoryQuery, render_tags_tsql
 from ww_assets.schema import COLUMN_NAMES, HISTORY_ARROW_SCHEMA
 
 EMULATED_MODES = ("Full", "Delta")
@@ -87,25 +87,14 @@ class HistorianEmulator:
         return store.connect(self.path)
 
     def list_tags(self, tag_types: tuple[int, ...]) -> list[TagRow]:
-        """(TagName, TagType, Description, MinEU, MaxEU, Unit) of `tag_types`, by name.
-
-        System tags (`Sys*`) are excluded, as by `render_tags_tsql` on the real server.
-        """
-        if not tag_types:
-            raise ValueError("no tag types selected")
-        placeholders = ", ".join("?" * len(tag_types))
+        """(TagName, TagType, Description, MinEU, MaxEU, Unit) of `tag_types`, by name: the
+        answer of `render_tags_tsql` on these tables (system-driver tags excluded)."""
+        sql, params = render_tags_tsql(tag_types, placeholder="?")
         conn = self._connect()
         try:
-            rows = conn.execute(
-                "SELECT t.TagName, t.TagType, t.Description, a.MinEU, a.MaxEU, a.Unit "
-                "FROM TagRef t LEFT JOIN AnalogTag a ON a.TagName = t.TagName "
-                f"WHERE t.TagType IN ({placeholders}) AND t.TagName NOT LIKE ? "
-                "ORDER BY t.TagName",
-                (*tag_types, SYSTEM_TAG_PREFIX + "%"),
-            ).fetchall()
+            return sorted(conn.execute(sql, params).fetchall())
         finally:
             conn.close()
-        return rows
 
     def count_points(
         self, tags: Iterable[str], start_utc: datetime, end_utc: datetime
@@ -189,7 +178,7 @@ class HistorianEmulator:
         # POSIX locks), so the tags are looked up on the driver's connection too.
         with adbc_sqlite.connect(self.path.resolve().as_uri()) as adbc, adbc.cursor() as cursor:
             cursor.execute(
-                "SELECT TagName, rowid FROM TagRef WHERE TagName IN "
+                "SELECT TagName, wwTagKey FROM TagRef WHERE TagName IN "
                 "(SELECT value FROM json_each(?)) ORDER BY TagName",
                 (json.dumps(list(dict.fromkeys(q.tags))),),
             )
@@ -277,18 +266,19 @@ class HistorianEmulator:
 
 def _window(q: HistoryQuery, zone: tzinfo | None) -> tuple[str, str, str] | None:
     """(SQL condition on DateTime with two parameters, start, end) of `q`'s window in stored
-    UTC text, or None if the window is empty."""
-    # The T-SQL rendering sends bounds with millisecond precision (format_datetime).
-    start, end = _truncate_ms(q.start), _truncate_ms(q.end)
-    start_text = store.format_utc(_to_utc(start, zone))
-    end_text = store.format_utc(_to_utc(end, zone))
-    if start_text > end_text or (
-        start_text == end_text and not (q.start_inclusive and q.end_inclusive)
-    ):
+    UTC text, or None if the window is empty.
+
+    Bounds are whole microseconds (an exclusive bound excludes its microsecond, as
+    `format_datetime` renders it); stored points are milliseconds, so every window is the
+    half-open range of milliseconds [start, end) that holds the same points.
+    """
+    start = q.start if q.start_inclusive else q.start + ONE_TICK
+    end = q.end + ONE_TICK if q.end_inclusive else q.end
+    start_text = store.format_utc(_ceil_ms(_to_utc(start, zone)))
+    end_text = store.format_utc(_ceil_ms(_to_utc(end, zone)))
+    if start_text >= end_text:
         return None
-    start_op = ">=" if q.start_inclusive else ">"
-    end_op = "<=" if q.end_inclusive else "<"
-    return f"DateTime {start_op} ? AND DateTime {end_op} ?", start_text, end_text
+    return "DateTime >= ? AND DateTime < ?", start_text, end_text
 
 
 def _zone(name: str) -> tzinfo:
@@ -298,8 +288,10 @@ def _zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name!r}: not an IANA zone name") from error
 
 
-def _truncate_ms(moment: datetime) -> datetime:
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+def _ceil_ms(moment: datetime) -> datetime:
+    """The first millisecond at or after `moment`."""
+    floor = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    return floor if floor == moment else floor + timedelta(milliseconds=1)
 
 
 def _to_utc(local: datetime, zone: tzinfo | None) -> datetime:
@@ -322,7 +314,7 @@ def _existing_tags(conn: sqlite3.Connection, tags: tuple[str, ...]) -> list[tupl
         placeholders = ", ".join("?" * len(part))
         found.extend(
             conn.execute(
-                f"SELECT TagName, TagType, rowid FROM TagRef WHERE TagName IN ({placeholders})",
+                f"SELECT TagName, TagType, wwTagKey FROM TagRef WHERE TagName IN ({placeholders})",
                 part,
             )
         )

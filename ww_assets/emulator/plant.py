@@ -24,9 +24,9 @@ from pathlib import Path
 
 from ww_assets.emulator import store
 from ww_assets.emulator.store import TagDef
-from ww_assets.history_query import TAG_TYPES, naive_utc
+from ww_assets.history_query import naive_utc
 
-ANALOG, DISCRETE, STRING = TAG_TYPES["analog"], TAG_TYPES["discrete"], TAG_TYPES["string"]
+ANALOG, DISCRETE, STRING = store.ANALOG, store.DISCRETE, store.STRING
 
 MIN_INTERVAL_S = 7.0
 MAX_INTERVAL_S = 600.0
@@ -55,14 +55,16 @@ AWKWARD_TAGS: tuple[TagDef, ...] = (
     TagDef("Kühlwasser.Temperatur", ANALOG, "Kühlwasser Vorlauftemperatur", 5.0, 45.0, "°C"),
     TagDef("Température_ÉCHANGEUR", ANALOG, "Température sortie échangeur", 0.0, 250.0, "°C"),
     TagDef("Mixer 2.Motor.Running", DISCRETE, "Spaces and dots, discrete"),
+    TagDef("System2.Flow", ANALOG, "A plant tag whose name starts with System", 0.0, 80.0, "m3/h"),
 )
 """Names that break naive SQL and encodings; always part of `default_tags`."""
 
 SYSTEM_TAGS: tuple[TagDef, ...] = (
-    TagDef("SysTimeSec", ANALOG, "Historian system time: seconds", 0.0, 59.0, "s"),
-    TagDef("SysPerfCPUTotal", ANALOG, "Historian CPU load", 0.0, 100.0, "%"),
+    TagDef("SysTimeSec", ANALOG, "Historian system time: seconds", 0.0, 59.0, "s",
+           store.SYSTEM_DRIVER),
+    TagDef("SysPerfCPUTotal", ANALOG, "Historian CPU load", 0.0, 100.0, "%", store.SYSTEM_DRIVER),
 )
-"""Historian system tags: stored like any tag, but never copied by the pipeline."""
+"""Historian system tags, acquired by the system driver: stored like any tag, never copied."""
 
 _AREAS = (
     "Reactor", "Boiler", "Compressor", "Pump", "Tank", "Line", "Dryer", "Mixer", "Kiln",
@@ -408,11 +410,8 @@ def _write_history(
 def _resume_walkers(conn: sqlite3.Connection, seed: int, salt: str) -> list[_Walker]:
     """A walker per tag with stored points, continuing after its last point."""
     walkers = []
-    tags = conn.execute(
-        "SELECT t.TagName, t.TagType, t.Description, a.MinEU, a.MaxEU, a.Unit "
-        "FROM TagRef t LEFT JOIN AnalogTag a ON a.TagName = t.TagName ORDER BY t.TagName"
-    ).fetchall()
-    for name, tag_type, description, low, high, unit in tags:
+    for tag in store.tag_definitions(conn):
+        name, tag_type = tag.name, tag.tag_type
         recent = conn.execute(
             "SELECT DateTime, Value, VValue FROM Points WHERE TagName = ? "
             "ORDER BY DateTime DESC LIMIT 21",
@@ -421,7 +420,7 @@ def _resume_walkers(conn: sqlite3.Connection, seed: int, salt: str) -> list[_Wal
         if not recent:
             continue
         times = [_ms(datetime.fromisoformat(row[0])) for row in recent]
-        model = _model(TagDef(name, tag_type, description, low, high, unit), seed, times)
+        model = _model(tag, seed, times)
         rng = _rng(seed, name, salt, times[0])
         value_index = 2 if tag_type == STRING else 1
         values = [row[value_index] for row in recent if row[value_index] is not None]
