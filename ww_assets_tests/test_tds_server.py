@@ -14,7 +14,7 @@ import pymssql
 import pytest
 from pysqlbridge.logins import Login, LoginStore
 from pysqlbridge.server import start_background as start_bare_server
-from pysqlbridge.tds.result import Column, QueryResult
+from pysqlbridge.tds.result import Column, QueryError, QueryResult
 
 from ww_assets.emulator.history import HistorianEmulator
 from ww_assets.emulator.plant import AWKWARD_TAGS, create_plant
@@ -307,23 +307,39 @@ def test_down_level_client_gets_datetime2_as_text(server: HistorianTdsServer) ->
 
 
 @pytest.mark.parametrize(
-    ("literal", "expected"),
+    ("literal", "op", "expected"),
     [
-        ("2025-11-02 01:02:03.456", datetime(2025, 11, 2, 1, 2, 3, 456000)),
-        ("2025-11-02T01:02:03.1234567", datetime(2025, 11, 2, 1, 2, 3, 123456)),
-        ("N'2025-11-02T01:02:03'", datetime(2025, 11, 2, 1, 2, 3)),
-        ("2025-11-02 01:02", datetime(2025, 11, 2, 1, 2)),
+        ("'2025-11-02 01:02:03.456'", ">=", datetime(2025, 11, 2, 1, 2, 3, 456000)),
+        ("'2025-11-02T01:02:03.1234560'", ">=", datetime(2025, 11, 2, 1, 2, 3, 123456)),
+        # a 7th digit: `>=` rounds up to the next whole microsecond, `>` cuts
+        ("'2025-11-02T01:02:03.1234567'", ">=", datetime(2025, 11, 2, 1, 2, 3, 123457)),
+        ("'2025-11-02T01:02:03.1234567'", ">", datetime(2025, 11, 2, 1, 2, 3, 123456)),
+        ("N'2025-11-02T23:59:59.9999999'", ">", datetime(2025, 11, 2, 23, 59, 59, 999999)),
+        ("N'2025-11-02T23:59:59.9999999'", ">=", datetime(2025, 11, 3)),
+        ("N'2025-11-02T01:02:03'", ">=", datetime(2025, 11, 2, 1, 2, 3)),
+        ("'2025-11-02 01:02'", ">", datetime(2025, 11, 2, 1, 2)),
+        ("'2025-11-02'", ">", datetime(2025, 11, 2)),
     ],
 )
-def test_datetime_literals(literal: str, expected: datetime) -> None:
-    quoted = literal if literal.startswith("N'") else f"'{literal}'"
+def test_datetime_literals(literal: str, op: str, expected: datetime) -> None:
     statement = parse_batch(
-        f"SELECT DateTime FROM History WHERE TagName = N'a' AND DateTime >= {quoted} "
+        f"SELECT DateTime FROM History WHERE TagName = N'a' AND DateTime {op} {literal} "
         "AND DateTime <= '2026-01-01'"
     )
     assert isinstance(statement, HistorySelect)
-    assert statement.query.start == expected and statement.query.start_inclusive
+    assert statement.query.start == expected and statement.query.start_inclusive == (op == ">=")
     assert statement.query.end_inclusive and statement.query.time_zone is None
+
+
+@pytest.mark.parametrize("literal", ["'02/11/2025 01:02'", "'2025-13-01'", "'yesterday'", "3"])
+def test_bad_datetime_literals_are_refused(literal: str) -> None:
+    with pytest.raises(QueryError) as raised:
+        parse_batch(
+            f"SELECT DateTime FROM History WHERE TagName = N'a' AND DateTime > {literal} "
+            "AND DateTime < '2026-01-01'"
+        )
+    assert raised.value.number in (241, 242, 50000)
+    assert literal.strip("'") in str(raised.value)
 
 
 def _history_sql(tags: tuple[str, ...]) -> tuple[str, tuple]:

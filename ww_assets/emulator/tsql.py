@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlglot
 from pysqlbridge.tds.result import QueryError
@@ -277,6 +277,10 @@ def _text(value: exp.Expression, predicate: exp.Expression) -> str:
 
 
 def _datetime(value: exp.Expression, predicate: exp.Expression) -> datetime:
+    """A bound's literal as a naive datetime of whole microseconds (what `HistoryQuery` and
+    Python hold; datetime2(7) counts 100 ns). A 7th digit that is not 0 moves the bound to the
+    microsecond that keeps the comparison exact for points of whole microseconds: `>` and
+    `<=` cut it (`> ...0.0000019` is `> ...0.000001`), `>=` and `<` round up."""
     text = _text(value, predicate)
     match = _DATETIME.fullmatch(text.strip())
     if match is None:
@@ -285,16 +289,18 @@ def _datetime(value: exp.Expression, predicate: exp.Expression) -> datetime:
             number=241,
         )
     year, month, day, hour, minute, second, fraction = match.groups()
-    # datetime2(7) counts 100 ns; Python datetimes hold microseconds, so a 7th digit is cut.
-    micro = int((fraction or "").ljust(7, "0")[:6])
+    ticks = int((fraction or "").ljust(7, "0"))
     try:
-        return datetime(
-            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro
-        )
-    except ValueError:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+            ticks // 10,
+        )  # fmt: skip
+        if ticks % 10 and isinstance(predicate, (exp.GTE, exp.LT)):
+            moment += timedelta(microseconds=1)
+        return moment
+    except (ValueError, OverflowError):
         raise QueryError(
             f"The conversion of a varchar data type to a datetime data type resulted in an "
             f"out-of-range value: {text!r}",
             number=242,
         ) from None
-
