@@ -351,6 +351,9 @@ def test_injected_drop_fails_the_read_once(plant: Path, tags: tuple[str, ...]) -
         plant, user=USER, password=PASSWORD, batch_rows=300, faults=Faults(drop_after_rows=1000)
     )
     try:
+        small = window_query(ODD_TAGS[:1], DST_DAY[0], DST_DAY[0] + timedelta(hours=2))
+        small_rows = fetch(server, *render_history_tsql(small))
+        assert 0 < len(small_rows) < 1000  # an answer that does not reach the fault's rows
         conn = connect(server)
         try:
             cursor = conn.cursor()

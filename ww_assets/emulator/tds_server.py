@@ -154,11 +154,13 @@ _VARYING = frozenset(
 
 @dataclass
 class Faults:
-    """Failures to inject into the next History answer, each once (tests only).
+    """Failures to inject into History answers, each once (tests only).
 
-    `drop_after_rows`: close the connection after that many rows of the answer.
+    `drop_after_rows`: close the connection after that many rows of an answer.
     `stall_after_rows`: stop sending after that many rows for `stall_s` seconds (longer than
-    the client's query timeout), then close the connection. A drop is used first.
+    the client's query timeout), then close the connection.
+    A fault stays armed until an answer reaches its row count, then it is disarmed (set the
+    field of `server.faults` again to re-arm it); a drop goes first when both are armed.
     """
 
     drop_after_rows: int | None = None
@@ -213,16 +215,22 @@ class HistorianTdsServer(BridgeServer):
         )
         self.RequestHandlerClass = _Handler
 
-    def take_fault(self) -> tuple[str, int, float] | None:
-        """The fault for the History answer starting now, disarmed: (kind, rows, stall_s)."""
+    def armed_fault(self) -> tuple[str, int] | None:
+        """The fault armed for History answers now: (kind, rows); a drop goes first."""
         with self._lock:
             if self.faults.drop_after_rows is not None:
-                rows, self.faults.drop_after_rows = self.faults.drop_after_rows, None
-                return ("drop", rows, 0.0)
+                return ("drop", self.faults.drop_after_rows)
             if self.faults.stall_after_rows is not None:
-                rows, self.faults.stall_after_rows = self.faults.stall_after_rows, None
-                return ("stall", rows, self.faults.stall_s)
+                return ("stall", self.faults.stall_after_rows)
         return None
+
+    def fire(self, kind: str) -> bool:
+        """Disarms the fault `kind`; False if another answer fired it meanwhile."""
+        with self._lock:
+            field = f"{kind}_after_rows"
+            armed = getattr(self.faults, field) is not None
+            setattr(self.faults, field, None)
+            return armed
 
     def count_encoded(self, rows: int) -> None:
         with self._lock:
@@ -422,16 +430,16 @@ class _HistorianConnection(Connection):
             )
         columns = [Column(name, types[index]) for index, name in statement.columns]
         writer.write(col_metadata(columns, self._tds_version))
-        fault = self._server.take_fault()
+        fault = self._server.armed_fault()
         sent = 0
         encode: Callable[[list[tuple]], bytes] | None = None
         try:
             for batch in batches:
                 if encode is None:
                     encode = _row_encoder(statement.columns, types, batch[0])
-                if fault is not None and sent + len(batch) >= fault[1]:
+                if fault and sent + len(batch) >= fault[1] and self._server.fire(fault[0]):
                     writer.write(encode(batch[: fault[1] - sent]))
-                    self._inject(fault, writer)
+                    self._inject(fault[0], fault[1], writer)
                 writer.write(encode(batch))
                 sent += len(batch)
                 self._server.count_encoded(len(batch))
@@ -451,12 +459,11 @@ class _HistorianConnection(Connection):
             )  # fmt: skip
         )
 
-    def _inject(self, fault: tuple[str, int, float], writer: _PacketWriter) -> None:
-        kind, rows, stall_s = fault
+    def _inject(self, kind: str, rows: int, writer: _PacketWriter) -> None:
         writer.flush_packets()
         log.info("injected fault: %s after %d rows", kind, rows)
         if kind == "stall":
-            self._server._closing.wait(stall_s)
+            self._server._closing.wait(self._server.faults.stall_s)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
