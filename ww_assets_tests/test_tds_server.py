@@ -158,6 +158,7 @@ def test_catalog_query_with_a_join_runs_on_the_store(server: HistorianTdsServer,
             "retrieval mode Cyclic is not emulated",
         ),
         ("DELETE FROM TagRef", 50000, "read-only"),
+        ("SELECT 'unterminated FROM TagRef", 102, "Incorrect syntax"),
     ],
 )
 def test_refusals_are_errors_naming_the_cause(
@@ -458,3 +459,14 @@ def test_serve_runs_until_interrupted(plant: Path, tags: tuple[str, ...]) -> Non
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_an_empty_history_answer_still_declares_its_columns(server: HistorianTdsServer) -> None:
+    conn = connect(server)
+    try:
+        cursor = conn.cursor()
+        cursor.execute(*render_history_tsql(window_query(("No.Such.Tag",), *DST_DAY)))
+        assert cursor.fetchall() == []
+        assert [d[0] for d in cursor.description] == [c.name for c in HISTORY_COLUMNS]
+    finally:
+        conn.close()

@@ -392,7 +392,12 @@ class _HistorianConnection(Connection):
         try:
             self._answer(sql, writer)
         except QueryError as error:
-            writer.write(self._error(error) + done(status=DoneStatus.ERROR, tds_version=self._tds_version))
+            writer.write(self._failed(error))
+        except (_Dropped, OSError):
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug here must not end the session
+            log.exception("failed to answer: %s", sql)
+            writer.write(self._failed(QueryError(f"the historian emulator failed: {error}")))
         writer.finish()
         return True
 
@@ -401,11 +406,12 @@ class _HistorianConnection(Connection):
             return self._tunnel.wrap(data)
         return data
 
-    def _error(self, error: QueryError) -> bytes:
+    def _failed(self, error: QueryError) -> bytes:
+        """The ERROR token and the DONE that ends a failed batch."""
         return error_token(
             error.number, str(error), server=self._server_name, severity=error.severity,
             state=error.state, tds_version=self._tds_version,
-        )  # fmt: skip
+        ) + done(status=DoneStatus.ERROR, tds_version=self._tds_version)  # fmt: skip
 
     def _answer(self, sql: str, writer: _PacketWriter) -> None:
         statement = parse_batch(sql)
@@ -447,10 +453,7 @@ class _HistorianConnection(Connection):
             raise
         except Exception as error:  # noqa: BLE001 - reported to the client, the stream ends
             log.exception("History answer failed")
-            writer.write(
-                self._error(QueryError(f"History retrieval failed: {error}"))
-                + done(status=DoneStatus.ERROR, tds_version=self._tds_version)
-            )
+            writer.write(self._failed(QueryError(f"History retrieval failed: {error}")))
             return
         writer.write(
             done(

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 import sqlglot
 from pysqlbridge.tds.result import QueryError
 from sqlglot import exp
+from sqlglot.errors import ErrorLevel
 
 from ww_assets.history_query import RETRIEVAL_MODES, HistoryQuery
 from ww_assets.schema import HISTORY_COLUMNS
@@ -86,7 +87,7 @@ def parse_batch(sql: str) -> Statement:
     """What one SQL batch asks for; raises `QueryError` for what the front refuses."""
     try:
         statements = [s for s in sqlglot.parse(sql, read="tsql") if s is not None]
-    except sqlglot.errors.ParseError as error:
+    except sqlglot.errors.SqlglotError as error:
         raise QueryError(
             f"Incorrect syntax: {str(error).splitlines()[0]}", number=INCORRECT_SYNTAX
         ) from None
@@ -135,7 +136,10 @@ def _catalog(select: exp.Select) -> CatalogSelect:
             e.alias_or_name if isinstance(e, (exp.Column, exp.Alias)) else ""
             for e in select.expressions
         )
-    return CatalogSelect(tree.sql(dialect="sqlite"), names)
+    try:
+        return CatalogSelect(tree.sql(dialect="sqlite", unsupported_level=ErrorLevel.RAISE), names)
+    except sqlglot.errors.SqlglotError as error:
+        raise QueryError(f"the historian emulator cannot run this query: {error}") from None
 
 
 def _history(select: exp.Select) -> HistorySelect | HistoryCount:
