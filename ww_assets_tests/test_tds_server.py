@@ -470,3 +470,13 @@ def test_an_empty_history_answer_still_declares_its_columns(server: HistorianTds
         assert [d[0] for d in cursor.description] == [c.name for c in HISTORY_COLUMNS]
     finally:
         conn.close()
+
+
+def test_an_encrypted_session_streams_history(
+    server: HistorianTdsServer, plant: Path, tags: tuple[str, ...]
+) -> None:
+    """`encryption='require'` keeps the TLS tunnel for the whole session (not only the login):
+    the streamed packets go through it too."""
+    query = window_query(tags, *DST_DAY)
+    got = fetch(server, *render_history_tsql(query), encryption="require")
+    _same_values_and_types(got, emulator_rows(plant, query))
