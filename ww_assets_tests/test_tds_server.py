@@ -158,6 +158,24 @@ def test_catalog_query_with_a_join_runs_on_the_store(server: HistorianTdsServer,
             "retrieval mode Cyclic is not emulated",
         ),
         ("DELETE FROM TagRef", 50000, "read-only"),
+        (
+            "SELECT TOP 5 DateTime FROM History WHERE TagName = 'x' "
+            "AND DateTime > '2025-11-01' AND DateTime < '2025-11-02'",
+            50000,
+            "does not answer TOP on History",
+        ),
+        (
+            "SELECT h.DateTime FROM History h JOIN TagRef t ON t.TagName = h.TagName "
+            "WHERE h.TagName = 'x' AND h.DateTime > '2025-11-01' AND h.DateTime < '2025-11-02'",
+            50000,
+            "does not answer JOIN on History",
+        ),
+        (
+            "SELECT DateTime FROM History WHERE TagName = 'x' OR TagName = 'y' "
+            "AND DateTime > '2025-11-01' AND DateTime < '2025-11-02'",
+            50000,
+            "does not support this History predicate",
+        ),
         ("SELECT 'unterminated FROM TagRef", 102, "Incorrect syntax"),
     ],
 )

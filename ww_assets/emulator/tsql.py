@@ -105,7 +105,6 @@ def parse_batch(sql: str) -> Statement:
         table is not None
         and isinstance(table.this, exp.Table)
         and table.this.name.lower() == HISTORY_TABLE
-        and not select.args.get("joins")
     ):
         return _history(select)
     return _catalog(select)
@@ -142,7 +141,17 @@ def _catalog(select: exp.Select) -> CatalogSelect:
         raise QueryError(f"the historian emulator cannot run this query: {error}") from None
 
 
+# Clauses of a SELECT that the emulator's History does not answer (the pipeline sends none).
+_HISTORY_REFUSED = {
+    "joins": "JOIN", "distinct": "DISTINCT", "limit": "TOP", "order": "ORDER BY",
+    "having": "HAVING", "offset": "OFFSET", "with_": "WITH", "with": "WITH",
+}  # fmt: skip
+
+
 def _history(select: exp.Select) -> HistorySelect | HistoryCount:
+    for key, clause in _HISTORY_REFUSED.items():
+        if select.args.get(key):
+            raise QueryError(f"the historian emulator does not answer {clause} on History")
     group = select.args.get("group")
     counts = [e for e in select.expressions if isinstance(e.unalias(), exp.Count)]
     if counts or group is not None:
