@@ -64,7 +64,9 @@ def server(plant: Path) -> Iterator[HistorianTdsServer]:
     server.close()
 
 
-def connect(server: HistorianTdsServer, password: str = PASSWORD, **kwargs: object) -> pymssql.Connection:
+def connect(
+    server: HistorianTdsServer, password: str = PASSWORD, **kwargs: object
+) -> pymssql.Connection:
     host, port = server.address
     options: dict[str, object] = {"login_timeout": 10, "timeout": 60} | kwargs
     return pymssql.connect(
@@ -73,7 +75,9 @@ def connect(server: HistorianTdsServer, password: str = PASSWORD, **kwargs: obje
     )  # fmt: skip
 
 
-def fetch(server: HistorianTdsServer, sql: str, params: tuple = (), **kwargs: object) -> list[tuple]:
+def fetch(
+    server: HistorianTdsServer, sql: str, params: tuple = (), **kwargs: object
+) -> list[tuple]:
     conn = connect(server, **kwargs)
     try:
         cursor = conn.cursor()
@@ -114,7 +118,9 @@ def test_wrong_password_is_refused_as_sql_server_does(server: HistorianTdsServer
     assert f"Login failed for user '{USER}'" in str(raised.value)
 
 
-def test_catalog_query_with_a_join_runs_on_the_store(server: HistorianTdsServer, plant: Path) -> None:
+def test_catalog_query_with_a_join_runs_on_the_store(
+    server: HistorianTdsServer, plant: Path
+) -> None:
     sql = (
         "SELECT r.TagName, a.MinEU, a.MaxEU FROM dbo.TagRef r "
         "JOIN AnalogTag a ON a.TagName = r.TagName WHERE r.TagType = %s AND r.TagName <> %s "

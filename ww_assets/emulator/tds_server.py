@@ -116,9 +116,9 @@ class _DownLevelDateTime2(NVarChar):
     """datetime2 for a client below TDS 7.3: the text SQL Server sends instead."""
 
     def encode(self, value: object) -> bytes:
-        if value is None:
-            return super().encode(None)
-        return super().encode(value.isoformat(sep=" ", timespec="microseconds") + "0")  # type: ignore[attr-defined]
+        if not isinstance(value, datetime):
+            return super().encode(value)
+        return super().encode(value.isoformat(sep=" ", timespec="microseconds") + "0")
 
 
 def _history_type(arrow_type: pa.DataType) -> ColumnType:
@@ -713,7 +713,8 @@ def _inferred_type(values: list[object]) -> ColumnType:
     if not present:
         return NVarChar(4000)
     if all(isinstance(v, int) for v in present):
-        return Integer(4) if all(v in _INT32 for v in present) else Integer(8)  # type: ignore[operator]
+        fits = all(v in _INT32 for v in present)  # type: ignore[operator]
+        return Integer(4) if fits else Integer(8)
     if all(isinstance(v, (int, float)) for v in present):
         return Float(8)
     if all(isinstance(v, bytes) for v in present):
