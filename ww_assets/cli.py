@@ -41,6 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     live.add_argument("--seconds", type=_number(float, 0), default=None,
                       help="stop after this long")
     live.add_argument("--late-probability", type=_number(float, 0, 1), default=0.02)
+    serve = actions.add_parser(
+        "serve",
+        help="serve the plant over TDS as SQL Server does (login: WONDERWARE_USERNAME and "
+             "WONDERWARE_PASSWORD; Ctrl-C stops)",
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=_number(int, 0, 65535), default=1433,
+                       help="port to listen on (default 1433; 0 picks a free one)")
     more = actions.add_parser("add-tags", help="add tags with history")
     more.add_argument("count", type=_number(int, 1))
     more.add_argument("--days", type=_number(float, 0), default=3.0)
@@ -178,6 +187,8 @@ def _simulate_action(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "extend":
         added = plant.extend_plant(path, now, seed=args.seed)
         print(f"appended {added} points up to {now:%Y-%m-%d %H:%M:%S} UTC")
+    elif args.action == "serve":
+        return _serve(settings, args)
     elif args.action == "add-tags":
         plant.add_tags(path, args.count, now - timedelta(days=args.days), now, seed=args.seed)
         print(f"added {args.count} tags with {args.days} days of history")
@@ -189,6 +200,32 @@ def _simulate_action(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
         print(f"live run ended: {result}")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.emulator import plant, tds_server
+
+    if not (settings.wonderware_username and settings.wonderware_password):
+        print("ww: simulate serve: set WONDERWARE_USERNAME and WONDERWARE_PASSWORD: the SQL "
+              "login the server admits (and the pipeline uses)", file=sys.stderr)
+        return 2
+    plant.require_plant(settings.historian_sqlite)
+
+    def ready(address: tuple[str, int]) -> None:
+        host, port = address
+        print(f"serving {settings.historian_sqlite} as SQL Server on {host}:{port} "
+              f"(database {tds_server.DATABASE}); point the pipeline at it with "
+              f"WONDERWARE_HOST={host} WONDERWARE_PORT={port}; Ctrl-C stops", flush=True)
+
+    try:
+        tds_server.serve(
+            settings.historian_sqlite, args.host, args.port,
+            user=settings.wonderware_username, password=settings.wonderware_password,
+            server_timezone=settings.emulator_timezone, ready=ready,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
