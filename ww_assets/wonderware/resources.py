@@ -93,6 +93,9 @@ class WarehouseResource(dg.ConfigurableResource):
                 port=self.port,
                 user=self.user,
                 password=self.password,
+                # The connection's default database: the driver's greeting needs one, and
+                # `self.database` may not exist yet (every statement names it anyway).
+                database="default",
                 settings={"server_side_params": True},
             )
             return ServerWarehouse(server, self.database)
