@@ -18,8 +18,10 @@ from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
 from ww_assets.read_ahead import ReadAhead, ReadsAhead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
+    ONLY_TAGS_TAG,
     TAG_CHUNKS,
     history_partitions,
+    only_tags,
     split_key,
 )
 from ww_assets.wonderware.resources import (
@@ -83,6 +85,10 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
                 "retired_tags": len(change.retired_tags),
                 "new_tag_names": dg.MetadataValue.json(change.new_tags[:200]),
                 "chunks_with_new_tags": dg.MetadataValue.json(change.chunks_with_new_tags),
+                # what the new-tag sensor loads (the first catalog is backfilled by a person)
+                "new_tags_by_chunk": dg.MetadataValue.json(
+                    {} if change.initial else change.new_tags_by_chunk
+                ),
                 "initial_catalog": change.initial,
                 "tag_cache_refreshed": cached,
             }
@@ -122,6 +128,10 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         with gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
             with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
                 tags_by_chunk = read_active_tags(store)
+            only = only_tags(context.run.tags)
+            if only is not None:  # new tags: their chunk-mates' slices stay untouched, unread
+                tags_by_chunk = {c: [t for t in ts if t in only] for c, ts in tags_by_chunk.items()}
+                context.log.info(f"loading only the slices of {len(only)} tags ({ONLY_TAGS_TAG})")
             slices = [_Slice.of(key, tags_by_chunk) for key in keys]
             # The next partition's read starts as soon as the current one is fetched whole.
             # A chunk whose tags are all retired reads nothing: their stored history stays.
@@ -164,6 +174,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                 "max_datetime": total.max_time.isoformat() if total.max_time else "",
                 "duration_s": round(elapsed, 3),
                 "rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
+                **client.load.metadata(),
                 "partition_rows": dg.MetadataValue.table(
                     records,
                     schema=dg.TableSchema(

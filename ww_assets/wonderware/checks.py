@@ -42,7 +42,7 @@ from ww_assets.quality_sql import (
 )
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.assets import HISTORY_KEY
-from ww_assets.wonderware.partitions import history_partitions, split_key
+from ww_assets.wonderware.partitions import history_partitions, only_tags, split_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 from ww_assets.wonderware.sync import SYNC_KEY
 
@@ -74,12 +74,15 @@ class _Chunk:
     """Partition key of each day, in day order."""
 
 
-def _chunks(keys: Sequence[str], store: Warehouse) -> list[_Chunk]:
+def _chunks(keys: Sequence[str], store: Warehouse, only: set[str] | None) -> list[_Chunk]:
+    """The run's chunks; with `only` (a new-tag run), just those tags: the load left the
+    others' slices as they were verified before."""
     tags_by_chunk = read_active_tags(store)
     chunks: dict[str, _Chunk] = {}
     for key in sorted(keys):
         chunk, day = split_key(key)
-        chunks.setdefault(chunk, _Chunk(chunk, tags_by_chunk.get(chunk, []))).days[day] = key
+        tags = [t for t in tags_by_chunk.get(chunk, []) if only is None or t in only]
+        chunks.setdefault(chunk, _Chunk(chunk, tags)).days[day] = key
     return list(chunks.values())
 
 
@@ -205,7 +208,7 @@ def _history_evaluations(
     now = datetime.now(timezone.utc)
     keys = context.partition_keys  # Dagster enumerates the range anew at each access
     targets = _latest_materializations(context, keys)
-    groups = _chunks(keys, store)
+    groups = _chunks(keys, store, only_tags(context.run.tags))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
     try:
         counting = {
