@@ -153,6 +153,13 @@ def _print_checks(checks: dict[str, object]) -> None:
     unchecked: list[str] = checks["partitions_unchecked"]  # type: ignore[assignment]
     if unchecked:
         print(f"  not verified since their latest load: {', '.join(unchecked)}")
+    warned: dict[str, list[str]] = checks["partitions_with_warnings"]  # type: ignore[assignment]
+    by_check: dict[str, list[str]] = {}
+    for key, names in sorted(warned.items()):
+        for name in names:
+            by_check.setdefault(name, []).append(key)
+    for name, keys in sorted(by_check.items()):
+        print(f"  warning {name} on {len(keys)} partitions: {', '.join(keys)}")
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
