@@ -96,8 +96,8 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
         own = stored_points(pipeline.settings.historian_sqlite, json.loads(request.tags["ww/tags"]),
                             DAYS[0], DAYS[-1])  # fmt: skip
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
-        assert metadata["historian_read_rows"].value == metadata["rows"].value == len(own) > 0
-        assert metadata["historian_read_queries"].value == len(DAYS)
+        assert metadata["run_historian_read_rows"].value == metadata["run_rows"].value == len(own) > 0
+        assert metadata["run_historian_read_queries"].value == len(DAYS)
         checked = {e.partition for e in result.get_asset_check_evaluations()}
         assert checked == {f"{chunk}|{day}" for day in DAYS}
         blocking = [e for e in result.get_asset_check_evaluations() if e.blocking]
