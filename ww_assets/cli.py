@@ -213,10 +213,12 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     range run over the last complete days × every tag chunk."""
 
     from ww_assets.definitions import build_definitions
+    from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
 
+    settings = with_plant_first_day(settings)  # the partitions the code location has
     defs = build_definitions(settings)
     instance = _dagster_instance(settings)
     job = defs.get_implicit_global_asset_job_def()

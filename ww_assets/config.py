@@ -70,6 +70,9 @@ class Settings:
     eu_outside_max_ratio: float
     freshness_max_lag_s: int
     alert_webhook_url: str | None
+    backfill_oldest_time_explicit: bool = True
+    """WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME is set (else embedded defaults start the
+    partitions at the emulated plant's first day: `ww_assets.plant_days`)."""
 
     @property
     def historian_sqlite(self) -> Path:
@@ -138,6 +141,7 @@ class Settings:
             eu_outside_max_ratio=r.ratio("WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO", 0.01),
             freshness_max_lag_s=r.integer("WONDERWARE_FRESHNESS_MAX_LAG", 300, minimum=1),
             alert_webhook_url=r.url("WONDERWARE_ALERT_WEBHOOK_URL", ("http", "https")),
+            backfill_oldest_time_explicit=bool(r.optional("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME")),
         )
 
 
