@@ -487,8 +487,8 @@ def ww_run_figures(run_id: str) -> dict[str, Any]:
             step_seconds[event.step_key] = record.timestamp - step_started[event.step_key]
         if kind == "ASSET_MATERIALIZATION":
             metadata = event.event_specific_data.materialization.metadata
-            body_s = metadata["duration_s"].value
-            rows = metadata["rows"].value
+            body_s = metadata["run_duration_s"].value
+            rows = metadata["run_rows"].value
             partitions = metadata["partitions_in_run"].value
     return {
         "success": instance.get_run_by_id(run_id).is_success,

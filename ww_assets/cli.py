@@ -162,6 +162,13 @@ def _print_checks(checks: dict[str, object]) -> None:
     unchecked: list[str] = checks["partitions_unchecked"]  # type: ignore[assignment]
     if unchecked:
         print(f"  not verified since their latest load: {', '.join(unchecked)}")
+    warned: dict[str, list[str]] = checks["partitions_with_warnings"]  # type: ignore[assignment]
+    by_check: dict[str, list[str]] = {}
+    for key, names in sorted(warned.items()):
+        for name in names:
+            by_check.setdefault(name, []).append(key)
+    for name, keys in sorted(by_check.items()):
+        print(f"  warning {name} on {len(keys)} partitions: {', '.join(keys)}")
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -243,10 +250,12 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     range run over the last complete days × every tag chunk."""
 
     from ww_assets.definitions import build_definitions
+    from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
 
+    settings = with_plant_first_day(settings)  # the partitions the code location has
     defs = build_definitions(settings)
     instance = _dagster_instance(settings)
     job = defs.get_implicit_global_asset_job_def()
