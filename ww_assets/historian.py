@@ -22,9 +22,11 @@ from ww_assets.history_query import (
     render_tags_tsql,
     window_query,
 )
-from ww_assets.resilience import CircuitBreaker
+from ww_assets.resilience import CircuitBreaker, mssql_codes
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS
 
+
+LOGIN_FAILED = 18456
 
 MAX_TAGS_PER_QUERY = 500
 """Tag names in one query's IN list: far below SQL Server's limits on batch text and on the
@@ -218,6 +220,13 @@ class SqlServerHistorian:
                 tds_version="7.4",
             )
         except pymssql.Error as error:
+            if LOGIN_FAILED in mssql_codes(error):
+                # pymssql does not always carry the server's text; the number is what counts.
+                raise HistorianError(
+                    f"cannot connect to {self.describe()}: Login failed for user "
+                    f"'{self.username}' (SQL Server error 18456: a wrong user name or password "
+                    "in WONDERWARE_USERNAME / WONDERWARE_PASSWORD, or a disabled login)"
+                ) from error
             raise HistorianError(f"cannot connect to {self.describe()}: {error}") from error
 
     def _run(self, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[Any, ...]]]:

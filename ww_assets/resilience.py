@@ -106,7 +106,7 @@ def _classify_one(error: BaseException) -> Fault | None:
         return Fault.TRANSIENT
     module = type(error).__module__ or ""
     if module.startswith(("pymssql", "_mssql")):
-        codes = _mssql_codes(error)
+        codes = mssql_codes(error)
         if codes & MSSQL_PERMANENT:
             return Fault.PERMANENT
         if codes & MSSQL_TRANSIENT:
@@ -133,7 +133,7 @@ def _classify_one(error: BaseException) -> Fault | None:
 _MSSQL_CODE = re.compile(r"(?:error message|Msg) (\d+)")
 
 
-def _mssql_codes(error: BaseException) -> set[int]:
+def mssql_codes(error: BaseException) -> set[int]:
     """Message numbers of a pymssql error: `args[0]` is a number or (number, message bytes),
     and FreeTDS lists every DB-Lib message it saw in the text."""
     codes: set[int] = set()
