@@ -15,6 +15,7 @@ from ww_assets.emulator import plant, store
 from ww_assets.emulator.tds_server import Faults, HistorianTdsServer, start_background
 from ww_assets.historian import (
     MAX_TAGS_PER_QUERY,
+    rows_to_batch,
     EmulatorHistorian,
     HistorianError,
     SqlServerHistorian,
@@ -238,3 +239,24 @@ def test_more_tags_than_one_in_list_holds_are_read_in_groups(tmp_path: Path) -> 
         assert sum(wire.count_points(tags, start, start + timedelta(hours=1)).values()) == got.num_rows
     finally:
         server.close()
+
+
+# --- timestamps finer than the copy keeps ---------------------------------------------------
+
+
+def _row(tag: str, moment: datetime) -> tuple:
+    return (moment, tag, 1.0, "1.0", 0, 192, 192, 1, *([None] * 16), moment, *([None] * 8))
+
+
+def test_sub_millisecond_points_load_unless_two_share_a_millisecond() -> None:
+    last_ms = datetime(2025, 11, 1, 23, 59, 59, 999_000)
+    # datetime2(7) can carry 100 ns: such a point keeps its millisecond, and so its day
+    single = rows_to_batch([_row("A", last_ms + timedelta(microseconds=600))])
+    assert single.column("DateTime")[0].as_py() == last_ms.replace(tzinfo=UTC)
+    # points of two tags in one millisecond are two keys
+    both = rows_to_batch([_row("A", last_ms), _row("B", last_ms + timedelta(microseconds=5))])
+    assert both.num_rows == 2
+    # two points of one tag in one millisecond would become one key: refused, naming them
+    with pytest.raises(HistorianError, match=r"tag 'Tank 1' has 2 points within the "
+                       r"millisecond 2025-11-01 23:59:59\.999 UTC"):
+        rows_to_batch([_row("Tank 1", last_ms), _row("Tank 1", last_ms + timedelta(microseconds=400))])
