@@ -9,7 +9,7 @@ export DAGSTER_HOME
 DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
 
-.PHONY: install demo dev test e2e-browser bench bench-full clean
+.PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full clean
 
 $(BIN)/ww: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 
 ## test: the whole suite (the browser check is `make e2e-browser`)
 test: install
-	$(BIN)/pytest -q -p no:cacheprovider -m "not browser"
+	$(BIN)/pytest -q -p no:cacheprovider -m "not browser and not old_clickhouse"
+
+## test-old-clickhouse: the version gate against Debian's ClickHouse 18.16 server, fetched with apt-get into $(WW_HOME)/cache
+OLD_CLICKHOUSE := $(abspath $(WW_HOME))/cache/clickhouse-18.16
+test-old-clickhouse: install
+	bash ww_assets_tests/fetch_old_clickhouse.sh $(OLD_CLICKHOUSE)
+	WW_OLD_CLICKHOUSE=$(OLD_CLICKHOUSE) $(BIN)/pytest -q -p no:cacheprovider -m old_clickhouse ww_assets_tests/test_old_clickhouse.py
 
 ## e2e-browser: the asset page in headless Chromium (Debian's chromium); screenshots in .ww/artifacts/e2e-browser/
 e2e-browser: install

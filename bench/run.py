@@ -27,6 +27,8 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
    and of the client side of an insert into a ClickHouse server (measured without one).
 6. rss: peak RSS of one partition's `replace_slice(read_history(...))` in a fresh process,
    for a BENCH_RSS_SMALL_ROWS and a BENCH_RSS_BIG_ROWS partition (default 1M and 10M).
+7. pymssql: the same two partitions read through `SqlServerHistorian` (pymssql over TDS) from
+   `ww simulate serve` in another process: the client's CPU µs per row and its peak RSS.
 
 Prints a readable report, then one JSON line (DESIGN §4).
 """
@@ -190,7 +192,17 @@ class Bench:
         big = self.start("rss-big", "rss", data=str(path), first_day=FIRST_DAY.isoformat(),
                          tags=list(dataset.tags[:big_tags]))
         return {"data_s": made, "small": self.finish(small, "rss-small"),
-                "big": self.finish(big, "rss-big")}
+                "big": self.finish(big, "rss-big"), "path": str(path),
+                "small_tags": list(dataset.tags[:small_tags]), "big_tags": list(dataset.tags[:big_tags])}
+
+    def pymssql(self, rss: dict[str, Any]) -> dict[str, Any]:
+        """The SQL Server path's client: the RSS stage's partitions read through pymssql over
+        TDS, one after the other (each against its own `ww simulate serve`)."""
+        return {
+            size: self.stage(f"pymssql-{size}", "pymssql_read", data=rss["path"],
+                             first_day=FIRST_DAY.isoformat(), tags=rss[f"{size}_tags"])
+            for size in ("small", "big")
+        }  # fmt: skip
 
 
 def _children_cpu() -> float:
@@ -296,6 +308,15 @@ def main() -> int:
             f"{big['peak_rss_mb']:.0f} MB (after imports {big['rss_before_mb']:.0f} MB); "
             f"ratio {big['peak_rss_mb'] / small['peak_rss_mb']:.2f}; data {rss['data_s']:.1f} s")
 
+        wire = bench.pymssql(rss)
+        wsmall, wbig = wire["small"], wire["big"]
+        wire_us = wbig["cpu_s"] * 1e6 / wbig["rows"]
+        say(f"pymssql   {wbig['rows']:>11,} rows through pymssql over TDS from `ww simulate serve`: "
+            f"client CPU {wire_us:.2f} µs/row (≈ {1e6 / wire_us:,.0f} rows/s per core; the wire "
+            f"delivered {wbig['rows'] / wbig['seconds']:,.0f} rows/s, bound by the emulator's "
+            f"server); peak RSS {wsmall['peak_rss_mb']:.0f} MB for {wsmall['rows']:,} rows, "
+            f"{wbig['peak_rss_mb']:.0f} MB for {wbig['rows']:,}")
+
         figures = {
             "ww_rows_per_s": round(ww_rate),
             "bare_rows_per_s": round(bare_rate),
@@ -329,6 +350,11 @@ def main() -> int:
             "cpu_us_per_row_insert": round(us["insert"], 3),
             "cpu_us_per_row_after_driver": round(after, 3),
             "cpu_us_per_row_server_insert_client_side": round(server, 3),
+            "pymssql_cpu_us_per_row": round(wire_us, 3),
+            "pymssql_rows_per_s_per_core": round(1e6 / wire_us),
+            "pymssql_wire_rows_per_s": round(wbig["rows"] / wbig["seconds"]),
+            "pymssql_peak_rss_mb_small": round(wsmall["peak_rss_mb"], 1),
+            "pymssql_peak_rss_mb_big": round(wbig["peak_rss_mb"], 1),
             "machine": _machine(),
         }
         say(json.dumps(figures))

@@ -14,6 +14,7 @@ PROCESS_STARTED = time.perf_counter()
 
 import gc  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Callable, Iterator
@@ -217,6 +218,51 @@ def rss(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"rows": stats.rows, "seconds": seconds, "rss_before_mb": before, "peak_rss_mb": peak}
+
+
+def pymssql_read(data: str, first_day: str, tags: list[str]) -> dict[str, Any]:
+    """One day of `tags` read through `SqlServerHistorian` (pymssql over TDS) from
+    `ww simulate serve` in a process of its own, so this process's CPU time is the client's
+    alone: pymssql decoding the wire and the rows' conversion to Arrow. Peak RSS of this
+    process, which did nothing else."""
+    import socket
+    import subprocess
+
+    from ww_assets.historian import SqlServerHistorian
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "WW_HOME": str(Path(data).parent), "WONDERWARE_USERNAME": "bench",
+           "WONDERWARE_PASSWORD": "bench"}  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ww_assets.cli", "simulate", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("bench: ww simulate serve did not start") from None
+                time.sleep(0.1)
+        settings = Settings.from_env()
+        client = SqlServerHistorian("127.0.0.1", port, "Runtime", "bench", "bench",
+                                    settings.tag_types, batch_rows=settings.batch_rows)  # fmt: skip
+        start = datetime.combine(date.fromisoformat(first_day), datetime.min.time(), timezone.utc)
+        before = _rss_mb()
+        started, cpu = time.perf_counter(), time.process_time()
+        rows = sum(batch.num_rows for batch in client.read_history(tags, start, start + timedelta(days=1)))
+        cpu, seconds = time.process_time() - cpu, time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": rows, "seconds": seconds, "cpu_s": cpu, "rss_before_mb": before,
+            "peak_rss_mb": peak}  # fmt: skip
 
 
 # ---------------------------------------------------------------- CPU cost per row after the driver
@@ -441,8 +487,8 @@ def ww_run_figures(run_id: str) -> dict[str, Any]:
             step_seconds[event.step_key] = record.timestamp - step_started[event.step_key]
         if kind == "ASSET_MATERIALIZATION":
             metadata = event.event_specific_data.materialization.metadata
-            body_s = metadata["duration_s"].value
-            rows = metadata["rows"].value
+            body_s = metadata["run_duration_s"].value
+            rows = metadata["run_rows"].value
             partitions = metadata["partitions_in_run"].value
     return {
         "success": instance.get_run_by_id(run_id).is_success,
@@ -464,12 +510,13 @@ STAGES: dict[str, Callable[..., Any]] = {
     "ww_setup": ww_setup,
     "ww_create_runs": ww_create_runs,
     "ww_run_figures": ww_run_figures,
+    "pymssql_read": pymssql_read,
 }
 
 
 def main(argv: list[str]) -> int:
     name, args = argv[0], json.loads(argv[1]) if len(argv) > 1 else {}
-    if name == "rss":
+    if name in ("rss", "pymssql_read"):
         gc.collect()
     result = STAGES[name](**args)
     print(json.dumps(result, default=str), flush=True)

@@ -27,6 +27,7 @@ class CatalogChange:
     retired_tags: list[str] = field(default_factory=list)
     new_chunks: list[str] = field(default_factory=list)
     chunks_with_new_tags: list[str] = field(default_factory=list)
+    new_tags_by_chunk: dict[str, list[str]] = field(default_factory=dict)
     initial: bool = False
     """True for the first refresh of an empty catalog."""
 
@@ -83,5 +84,9 @@ def refresh_catalog(
         retired_tags=retired,
         new_chunks=sorted(set(assigned.values()) - old_chunks),
         chunks_with_new_tags=sorted(set(assigned.values())),
+        new_tags_by_chunk={
+            chunk: sorted(t for t, c in assigned.items() if c == chunk)
+            for chunk in sorted(set(assigned.values()))
+        },
         initial=not current,
     )

@@ -41,6 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     live.add_argument("--seconds", type=_number(float, 0), default=None,
                       help="stop after this long")
     live.add_argument("--late-probability", type=_number(float, 0, 1), default=0.02)
+    serve = actions.add_parser(
+        "serve",
+        help="serve the plant over TDS as SQL Server does (login: WONDERWARE_USERNAME and "
+             "WONDERWARE_PASSWORD; Ctrl-C stops)",
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=_number(int, 0, 65535), default=1433,
+                       help="port to listen on (default 1433; 0 picks a free one)")
     more = actions.add_parser("add-tags", help="add tags with history")
     more.add_argument("count", type=_number(int, 1))
     more.add_argument("--days", type=_number(float, 0), default=3.0)
@@ -153,6 +162,13 @@ def _print_checks(checks: dict[str, object]) -> None:
     unchecked: list[str] = checks["partitions_unchecked"]  # type: ignore[assignment]
     if unchecked:
         print(f"  not verified since their latest load: {', '.join(unchecked)}")
+    warned: dict[str, list[str]] = checks["partitions_with_warnings"]  # type: ignore[assignment]
+    by_check: dict[str, list[str]] = {}
+    for key, names in sorted(warned.items()):
+        for name in names:
+            by_check.setdefault(name, []).append(key)
+    for name, keys in sorted(by_check.items()):
+        print(f"  warning {name} on {len(keys)} partitions: {', '.join(keys)}")
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -178,6 +194,8 @@ def _simulate_action(settings: Settings, args: argparse.Namespace) -> int:
     elif args.action == "extend":
         added = plant.extend_plant(path, now, seed=args.seed)
         print(f"appended {added} points up to {now:%Y-%m-%d %H:%M:%S} UTC")
+    elif args.action == "serve":
+        return _serve(settings, args)
     elif args.action == "add-tags":
         plant.add_tags(path, args.count, now - timedelta(days=args.days), now, seed=args.seed)
         print(f"added {args.count} tags with {args.days} days of history")
@@ -189,6 +207,32 @@ def _simulate_action(settings: Settings, args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
         print(f"live run ended: {result}")
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.emulator import plant, tds_server
+
+    if not (settings.wonderware_username and settings.wonderware_password):
+        print("ww: simulate serve: set WONDERWARE_USERNAME and WONDERWARE_PASSWORD: the SQL "
+              "login the server admits (and the pipeline uses)", file=sys.stderr)
+        return 2
+    plant.require_plant(settings.historian_sqlite)
+
+    def ready(address: tuple[str, int]) -> None:
+        host, port = address
+        print(f"serving {settings.historian_sqlite} as SQL Server on {host}:{port} "
+              f"(database {tds_server.DATABASE}); point the pipeline at it with "
+              f"WONDERWARE_HOST={host} WONDERWARE_PORT={port}; Ctrl-C stops", flush=True)
+
+    try:
+        tds_server.serve(
+            settings.historian_sqlite, args.host, args.port,
+            user=settings.wonderware_username, password=settings.wonderware_password,
+            server_timezone=settings.emulator_timezone, ready=ready,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -206,10 +250,12 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     range run over the last complete days × every tag chunk."""
 
     from ww_assets.definitions import build_definitions
+    from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
 
+    settings = with_plant_first_day(settings)  # the partitions the code location has
     defs = build_definitions(settings)
     instance = _dagster_instance(settings)
     job = defs.get_implicit_global_asset_job_def()

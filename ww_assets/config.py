@@ -67,8 +67,12 @@ class Settings:
     reconcile_days: int
     reconcile_schedule: str
     quality_good_min_ratio: float
+    eu_outside_max_ratio: float
     freshness_max_lag_s: int
     alert_webhook_url: str | None
+    backfill_oldest_time_explicit: bool = True
+    """WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME is set (else embedded defaults start the
+    partitions at the emulated plant's first day: `ww_assets.plant_days`)."""
 
     @property
     def historian_sqlite(self) -> Path:
@@ -134,8 +138,10 @@ class Settings:
             reconcile_days=r.integer("WONDERWARE_PIPELINE_RECONCILE_DAYS", 7, minimum=1),
             reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),
             quality_good_min_ratio=r.ratio("WONDERWARE_QUALITY_GOOD_MIN_RATIO", 0.9),
+            eu_outside_max_ratio=r.ratio("WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO", 0.01),
             freshness_max_lag_s=r.integer("WONDERWARE_FRESHNESS_MAX_LAG", 300, minimum=1),
             alert_webhook_url=r.url("WONDERWARE_ALERT_WEBHOOK_URL", ("http", "https")),
+            backfill_oldest_time_explicit=bool(r.optional("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME")),
         )
 
 

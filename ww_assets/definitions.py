@@ -8,6 +8,7 @@ import gc
 import dagster as dg
 
 from ww_assets.config import Settings
+from ww_assets.plant_days import with_plant_first_day
 from ww_assets.wonderware.assets import build_history_asset, build_tags_asset
 from ww_assets.wonderware.jobs import history_job
 from ww_assets.wonderware.quality import build_quality_definitions
@@ -41,4 +42,4 @@ atexit.register(gc.freeze)
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded by `dagster dev` / the code server; reads the environment at load time."""
-    return build_definitions(Settings.from_env())
+    return build_definitions(with_plant_first_day(Settings.from_env()))

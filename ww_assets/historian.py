@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,9 +22,11 @@ from ww_assets.history_query import (
     render_tags_tsql,
     window_query,
 )
-from ww_assets.resilience import CircuitBreaker
+from ww_assets.resilience import CircuitBreaker, mssql_codes
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS
 
+
+LOGIN_FAILED = 18456
 
 MAX_TAGS_PER_QUERY = 500
 """Tag names in one query's IN list: far below SQL Server's limits on batch text and on the
@@ -89,27 +91,48 @@ def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             pass
         else:
+            batch = pa.RecordBatch.from_struct_array(array)
+            refuse_points_merged_by_milliseconds(batch)
             # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3), DESIGN §2)
-            return pa.RecordBatch.from_struct_array(array).cast(HISTORY_ARROW_SCHEMA, safe=False)
+            return batch.cast(HISTORY_ARROW_SCHEMA, safe=False)
     return _rows_to_batch_by_column(rows)
+
+
+def refuse_points_merged_by_milliseconds(batch: pa.RecordBatch) -> None:
+    """Raise `HistorianError` when two points of one tag in `batch` (timestamps in µs) fall in
+    the same millisecond: the copy keeps milliseconds, so they would become one key and one
+    would silently replace the other. The historian stores milliseconds (67229), so this
+    costs one pass over the timestamps and normally finds nothing."""
+    micros = batch.column("DateTime").cast(pa.int64())
+    millis = pc.divide(micros, 1000)  # integer division: toward zero, and these are positive
+    if not pc.any(pc.not_equal(micros, pc.multiply(millis, 1000))).as_py():
+        return
+    keys = pa.table({"tag": batch.column("TagName"), "ms": millis})
+    counted = keys.group_by(["tag", "ms"]).aggregate([([], "count_all")])
+    merged = counted.filter(pc.greater(counted["count_all"], 1))
+    if merged.num_rows:
+        tag, ms = merged["tag"][0].as_py(), merged["ms"][0].as_py()
+        stamp = f"{datetime(1970, 1, 1) + timedelta(milliseconds=ms):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+        raise HistorianError(
+            f"tag {tag!r} has {merged['count_all'][0].as_py()} points within the millisecond "
+            f"{stamp} UTC (sub-millisecond timestamps): the copy keeps milliseconds "
+            "(DateTime64(3)) and would merge them into one; not loaded"
+        )
 
 
 def _rows_to_batch_by_column(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
     columns = list(zip(*rows)) if rows else [() for _ in HISTORY_COLUMNS]
     arrays = []
-    for column, values in zip(HISTORY_COLUMNS, columns):
+    for column, field, values in zip(HISTORY_COLUMNS, _ROW_TYPE, columns):
         try:
-            if pa.types.is_timestamp(column.arrow_type):
-                # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3), DESIGN §2)
-                array = pa.array(values, pa.timestamp("us")).cast(column.arrow_type, safe=False)
-            else:
-                array = pa.array(values, column.arrow_type)
+            arrays.append(pa.array(values, field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
             raise HistorianError(
                 f"History column {column.source} has a value that is not {column.arrow_type}: {error}"
             ) from error
-        arrays.append(array)
-    return pa.RecordBatch.from_arrays(arrays, schema=HISTORY_ARROW_SCHEMA)
+    batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(list(_ROW_TYPE)))
+    refuse_points_merged_by_milliseconds(batch)
+    return batch.cast(HISTORY_ARROW_SCHEMA, safe=False)
 
 
 class EmulatorHistorian:
@@ -218,6 +241,13 @@ class SqlServerHistorian:
                 tds_version="7.4",
             )
         except pymssql.Error as error:
+            if LOGIN_FAILED in mssql_codes(error):
+                # pymssql does not always carry the server's text; the number is what counts.
+                raise HistorianError(
+                    f"cannot connect to {self.describe()}: Login failed for user "
+                    f"'{self.username}' (SQL Server error 18456: a wrong user name or password "
+                    "in WONDERWARE_USERNAME / WONDERWARE_PASSWORD, or a disabled login)"
+                ) from error
             raise HistorianError(f"cannot connect to {self.describe()}: {error}") from error
 
     def _run(self, sql: str, params: tuple[object, ...]) -> Iterator[list[tuple[Any, ...]]]:

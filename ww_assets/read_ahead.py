@@ -112,18 +112,25 @@ def _fetch(
 class ReadsAhead(Generic[T]):
     """Consecutive reads (a run's partitions), each a `ReadAhead`; read i + 1 starts when read
     i has been fetched whole, so the source is never idle between two partitions and only
-    one read runs at a time. `read(i)` again (a retry) first stops a read started ahead."""
+    one read runs at a time. At most one read runs ahead of the one the caller holds: a read
+    started ahead that ends before the caller takes it starts the next only once taken, so
+    every read is opened once. `read(i)` again (a retry) first stops a read started ahead."""
 
     def __init__(self, opens: Sequence[Callable[[], Iterable[T]]], depth: int = READ_AHEAD_ITEMS):
         self._opens, self._depth = opens, depth
         self._lock = threading.Lock()
         self._ahead: tuple[int, ReadAhead[T]] | None = None
+        self._ended_ahead = False
+        """Whether the read started ahead has been fetched whole (its successor waits)."""
 
     def read(self, index: int) -> ReadAhead[T]:
         with self._lock:
             ahead, self._ahead = self._ahead, None
+            ended, self._ended_ahead = self._ended_ahead, False
         if ahead is not None:
             if ahead[0] == index:
+                if ended:
+                    self._begin(index + 1)
                 return ahead[1]
             ahead[1].close()
         return self._start(index)
@@ -131,13 +138,26 @@ class ReadsAhead(Generic[T]):
     def _start(self, index: int) -> ReadAhead[T]:
         last = index + 1 >= len(self._opens)
         return ReadAhead(
-            self._opens[index](), self._depth, None if last else lambda: self._begin(index + 1)
+            self._opens[index](), self._depth, None if last else lambda: self._fetched(index)
         )
 
-    def _begin(self, index: int) -> None:
-        started = self._start(index)
+    def _fetched(self, index: int) -> None:
+        """Read `index` is fetched whole: start the next one, unless `index` itself is the
+        read started ahead and not taken yet (then `read(index)` starts it)."""
         with self._lock:
-            self._ahead = (index, started)
+            if self._ahead is not None and self._ahead[0] == index:
+                self._ended_ahead = True
+                return
+        self._begin(index + 1)
+
+    def _begin(self, index: int) -> None:
+        if index >= len(self._opens):
+            return
+        with self._lock:  # held while it starts: its `_fetched` must find it ahead
+            replaced, self._ahead = self._ahead, (index, self._start(index))
+            self._ended_ahead = False
+        if replaced is not None:  # a retry raced the read it replaced: never two ahead
+            replaced[1].close()
 
     def close(self) -> None:
         """Stop a read started ahead and not taken (the run ended or failed before it)."""

@@ -2,9 +2,9 @@
 
 The replaced system retried everything three times and guarded only connection creation
 (DESIGN §3). Here a failure is classified explicitly: transient faults (a dropped connection,
-a timeout, an overloaded ClickHouse, a deadlock) are retried with exponential backoff and
-jitter; permanent ones (bad credentials, an unknown database or table, bad configuration,
-a schema mismatch) fail at once. No Dagster import.
+a timeout, an overloaded ClickHouse, a deadlock, the emulator's SQLite file locked by a
+writer) are retried with exponential backoff and jitter; permanent ones (bad credentials, an
+unknown database or table, bad configuration, a schema mismatch) fail at once. No Dagster import.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import fcntl
 import json
 import random
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +80,7 @@ CLICKHOUSE_PERMANENT = {
     516,  # AUTHENTICATION_FAILED
 }
 _CH_CODE = re.compile(r"Code: (\d+)\.")
+_SQLITE_BUSY = re.compile(r"database( table)? is (locked|busy)")
 
 
 def classify(error: BaseException) -> Fault:
@@ -104,7 +106,7 @@ def _classify_one(error: BaseException) -> Fault | None:
         return Fault.TRANSIENT
     module = type(error).__module__ or ""
     if module.startswith(("pymssql", "_mssql")):
-        codes = _mssql_codes(error)
+        codes = mssql_codes(error)
         if codes & MSSQL_PERMANENT:
             return Fault.PERMANENT
         if codes & MSSQL_TRANSIENT:
@@ -121,6 +123,8 @@ def _classify_one(error: BaseException) -> Fault | None:
             return Fault.TRANSIENT
     if "Cannot lock file" in str(error):  # another process holds embedded ClickHouse
         return Fault.TRANSIENT
+    if isinstance(error, sqlite3.OperationalError) and _SQLITE_BUSY.search(str(error)):
+        return Fault.TRANSIENT  # the emulator's writer (a live plant) held the lock too long
     if isinstance(error, OSError):
         return Fault.TRANSIENT
     return None
@@ -129,7 +133,7 @@ def _classify_one(error: BaseException) -> Fault | None:
 _MSSQL_CODE = re.compile(r"(?:error message|Msg) (\d+)")
 
 
-def _mssql_codes(error: BaseException) -> set[int]:
+def mssql_codes(error: BaseException) -> set[int]:
     """Message numbers of a pymssql error: `args[0]` is a number or (number, message bytes),
     and FreeTDS lists every DB-Lib message it saw in the text."""
     codes: set[int] = set()

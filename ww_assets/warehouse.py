@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -301,11 +302,66 @@ class ChdbWarehouse:
 # ---------------------------------------------------------------- ClickHouse server
 
 
-class _ServerConnection:
-    """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params."""
+MIN_SERVER_VERSION = (25, 7)
+"""The oldest ClickHouse server the statements run on: a reload deletes the rows of older
+loads with lightweight updates (`lightweight_delete_mode = 'lightweight_update'`, patch parts
+over tables with `enable_block_number_column`), new in 25.7. Untested here: no server of
+that version can be had on this machine (docs/reliability.md)."""
 
-    def __init__(self, client: Any) -> None:
+SERVER_SETTINGS = ("optimize_on_insert", "optimize_read_in_window_order", "lightweight_delete_mode")
+"""Query settings the statements send; a server without one of them is refused."""
+
+SERVER_TABLE_SETTINGS = ("enable_block_number_column", "enable_block_offset_column")
+"""MergeTree settings of the tables (`system.merge_tree_settings`)."""
+
+
+class UnsupportedServerError(WarehouseError):
+    """The ClickHouse server is older than `MIN_SERVER_VERSION` or lacks a setting."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+
+def check_server(client: Any, where: str) -> str:
+    """The server's version, once it is known to take the statements; raises
+    `UnsupportedServerError` with one line naming the version and the minimum otherwise.
+    Sends only statements every ClickHouse version parses, and writes nothing."""
+    version = str(client.execute("SELECT version()")[0][0])
+    minimum = ".".join(map(str, MIN_SERVER_VERSION))
+    if _version_tuple(version) < MIN_SERVER_VERSION:
+        raise UnsupportedServerError(
+            f"{where} runs ClickHouse {version}; ww_assets needs ClickHouse {minimum} or newer"
+        )
+    found: set[str] = set()
+    for table, wanted in (("settings", SERVER_SETTINGS),
+                          ("merge_tree_settings", SERVER_TABLE_SETTINGS)):  # fmt: skip
+        names = ", ".join(f"'{name}'" for name in wanted)
+        sql = f"SELECT name FROM system.{table} WHERE name IN ({names})"
+        found |= {row[0] for row in client.execute(sql)}
+    missing = [name for name in SERVER_SETTINGS + SERVER_TABLE_SETTINGS if name not in found]
+    if missing:
+        raise UnsupportedServerError(
+            f"{where} runs ClickHouse {version} without the setting(s) {', '.join(missing)}; "
+            f"ww_assets needs ClickHouse {minimum} or newer"
+        )
+    return version
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    from clickhouse_driver.errors import Error
+
+    return (Error, OSError, EOFError)
+
+
+class _ServerConnection:
+    """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params.
+    The driver's errors are raised as `WarehouseError` (its message keeps the server's
+    `Code: N.`, which the retry classification reads)."""
+
+    def __init__(self, client: Any, where: str = "ClickHouse server") -> None:
         self._client = client
+        self._where = where
 
     def query(self, sql: str, params: Params | None = None) -> pa.Table:
         rows, columns = self._execute(sql, params, with_column_types=True)
@@ -317,7 +373,7 @@ class _ServerConnection:
 
     def insert(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
-        self._client.execute(
+        self._call(
             f"INSERT INTO {table} ({columns}) VALUES",
             server_insert_columns(data),
             columnar=True,
@@ -333,7 +389,13 @@ class _ServerConnection:
     def _execute(self, sql: str, params: Params | None, **kwargs: Any) -> Any:
         values = {k: (v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(v, datetime) else v)
                   for k, v in (params or {}).items()}
-        return self._client.execute(sql, values, **kwargs)
+        return self._call(sql, values, **kwargs)
+
+    def _call(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._client.execute(sql, *args, **kwargs)
+        except _driver_errors() as error:
+            raise WarehouseError(f"{self._where}: {error}") from error
 
 
 def server_insert_columns(data: pa.Table) -> list[list[Any]]:
@@ -368,8 +430,18 @@ class ServerWarehouse:
 
     @contextmanager
     def connect(self) -> Iterator[WarehouseConnection]:
-        try:
-            with self.resource.get_connection() as client:
-                yield _ServerConnection(client)
-        except OSError as error:
-            raise WarehouseError(f"{self.describe()}: {error}") from error
+        """A session; the first one of a process checks the server's version and settings
+        (`check_server`) before any statement of the caller's is sent."""
+        where = f"ClickHouse server {self.resource.host}:{self.resource.port}"
+        with self.resource.get_connection() as client:
+            if where not in _checked_servers:
+                try:
+                    check_server(client, where)
+                except _driver_errors() as error:
+                    raise WarehouseError(f"{self.describe()}: {error}") from error
+                _checked_servers.add(where)
+            yield _ServerConnection(client, where)
+
+
+_checked_servers: set[str] = set()
+"""Servers whose version this process has checked (`ServerWarehouse.connect`)."""

@@ -780,9 +780,7 @@ def assert_checks_passed(graphql: GraphQL, settings: Settings,
     ERROR (blocking) one passed, as the asset page reads them. Not vacuous: when the
     definitions have checks, the page must list them, partitioned.
 
-    WARN checks only have to be evaluated: the emulated plant has rare excursions outside
-    [MinEU, MaxEU] by design, so `history_values_within_eu_range` may rightly warn.
-    Returns the warnings by check."""
+    WARN checks only have to be evaluated here. Returns the warnings by check."""
     listed = check_names(graphql, HISTORY)
     defined = history_check_names(settings)
     assert set(listed) == defined
@@ -838,14 +836,15 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def shut_down(ui: DagsterServices, clock: Stopwatch) -> None:
+def shut_down(ui: DagsterServices, clock: Stopwatch, expected_failures: list[str] | None = None) -> None:
     """An operator's shutdown: the sync sensor off in the UI, queued and running runs
-    finished (none of them failed), then Ctrl-C to both services, which exit 0 and leave no
-    process behind."""
+    finished (none of them failed but the `expected_failures` run ids), then Ctrl-C to both
+    services, which exit 0 and leave no process behind."""
     stop_sensor(ui.webserver.graphql, SYNC_SENSOR)
     wait_no_active_runs(ui.webserver.graphql, timeout_s=120, alive=ui.check_alive)
     clock.lap("sync sensor stopped, runs finished")
-    failed = runs(ui.webserver.graphql, statuses=["FAILURE"])
+    failed = [r for r in runs(ui.webserver.graphql, statuses=["FAILURE"])
+              if r["runId"] not in (expected_failures or [])]
     assert not failed, f"failed runs: {failed}"
     exit_codes = ui.stop()
     clock.lap("services stopped")

@@ -56,6 +56,8 @@ def test_bench_harness_ends_with_the_contract_json_line(tmp_path: Path) -> None:
     assert 0 < figures["startup_s_per_run"] < figures["overhead_s_per_run"]
     assert 0 < figures["exit_s_per_run"] < figures["overhead_s_per_run"]
     assert figures["cpu_us_per_row_server_insert_client_side"] > 0
+    assert figures["pymssql_cpu_us_per_row"] > 0 and figures["pymssql_rows_per_s_per_core"] > 0
+    assert figures["pymssql_peak_rss_mb_big"] > 0
     assert figures["rows"] == 2 * 2880
     assert figures["runs"] == 1
     assert figures["rss_rows_small"] == 1440 and figures["rss_rows_big"] == 4 * 1440

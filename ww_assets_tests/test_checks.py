@@ -186,3 +186,55 @@ def test_an_unreachable_historian_fails_only_the_source_count(
     loaded.reload()
     assert loaded.run_checks(first, last, history_check_keys()).success
     assert all(v.verified for v in partition_verdicts(loaded.instance, [first, last]).values())
+
+
+def run_checks_without_partition(p: Pipeline) -> dg.ExecuteInProcessResult:
+    """The history checks launched with no partition, as the UI's "Execute all" does."""
+    job = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks(*history_check_keys()))
+    defs = dg.Definitions.merge(p.defs, dg.Definitions(jobs=[job]))
+    return defs.resolve_job_def("checks_only").execute_in_process(
+        instance=p.instance, raise_on_error=False
+    )
+
+
+def test_checks_without_a_partition_check_every_loaded_partition(loaded: Pipeline) -> None:
+    keys = all_keys(loaded)
+    healthy = run_checks_without_partition(loaded)
+    assert healthy.success
+    ran = {(e.check_name, e.partition) for e in healthy.get_asset_check_evaluations()}
+    assert ran == {(name, key) for name in HISTORY_CHECKS for key in keys}
+    assert statuses(loaded, ROWCOUNT) == dict.fromkeys(keys, "SUCCEEDED")
+
+    # quiet must not mean blind: rows deleted from one slice turn its source count red
+    corrupted = f"{loaded.chunks()[0]}|{DAYS[2]}"
+    with loaded.warehouse.connect() as conn:
+        conn.command(
+            f"DELETE FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            "AND toDate(DateTime) = {d:Date}",
+            {"t": "Kühlwasser Pumpe.Status", "d": DAYS[2]},
+        )
+    result = run_checks_without_partition(loaded)
+    assert not result.success  # a blocking check failed
+    assert {k for k, s in statuses(loaded, ROWCOUNT).items() if s == "FAILED"} == {corrupted}
+    assert set(checks_summary(loaded.instance)["partitions_failing"]) == {corrupted}  # type: ignore[arg-type]
+
+
+def test_checks_without_a_partition_and_nothing_loaded_do_nothing(pipeline: Pipeline) -> None:
+    build_trap_plant(pipeline.settings.historian_sqlite)
+    assert pipeline.materialize_tags().success
+    result = run_checks_without_partition(pipeline)
+    assert result.success
+    assert result.get_asset_check_evaluations() == []
+    logged = [e.user_message for e in pipeline.instance.all_logs(result.run_id)]
+    assert any("no partition of wonderware/history is loaded yet" in m for m in logged)
+
+
+def test_status_text_names_the_warnings(loaded: Pipeline, capsys: pytest.CaptureFixture[str]) -> None:
+    from ww_assets.cli import _print_checks
+
+    _print_checks(checks_summary(loaded.instance))
+    out = capsys.readouterr().out
+    tank_chunk = loaded.chunks()[-1]
+    assert f"{len(all_keys(loaded))} of {len(all_keys(loaded))} loaded partitions verified" in out
+    assert (f"warning {QUALITY} on {len(DAYS)} partitions: "
+            + ", ".join(f"{tank_chunk}|{d}" for d in DAYS)) in out

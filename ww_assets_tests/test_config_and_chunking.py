@@ -34,6 +34,8 @@ def test_defaults_are_embedded() -> None:
         ("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2999-01-01", "in the future"),
         ("WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME", "2025-01-01 06:00", "UTC midnight"),
         ("WONDERWARE_EMULATOR_TIMEZONE", "Mars/Olympus", "IANA"),
+        ("WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO", "1%", "not a number"),
+        ("WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO", "2", "between 0 and 1"),
         ("CLICKHOUSE_DB", "wonder-ware; DROP", "letters, digits"),
         ("WONDERWARE_PIPELINE_SYNC_SCHEDULE", "every minute", "cron"),
         ("REDIS_URL", "localhost:6379", "redis://"),

@@ -4,19 +4,25 @@ workspace.yaml with dagster.yaml (a temporary DAGSTER_HOME, embedded defaults).
 The backfill is launched with the GraphQL mutation the UI's launcher sends
 (`launchPartitionBackfill` with a `partitionsByAssets` range over 2 days × every tag chunk), the
 rows are compared with the historian's stored points, the partition health and every
-partitioned check result are read back through GraphQL as the asset page reads them; then one
-partition is reloaded with `dagster asset materialize`, the sync sensor is seen producing runs
-and is switched off in the UI, and both services stop cleanly on Ctrl-C.
+partitioned check result are read back through GraphQL as the asset page reads them; the
+checks tab's "Execute all" (a run of the checks without a partition) verifies every loaded
+partition, and turns the source count of a partition whose rows were deleted in ClickHouse red;
+then that partition is reloaded with `dagster asset materialize`, the sync sensor is seen
+producing runs and is switched off in the UI, and both services stop cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from ww_assets.config import Settings
+from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.warehouse import ChdbWarehouse
 from ww_assets_tests import services
 from ww_assets_tests.services import (
     HISTORY,
@@ -45,11 +51,30 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
     with services.dagster_services(env, tmp_path / "logs") as ui:
         clock.lap("webserver up")
         graphql = ui.webserver.graphql
-        services.backfill_and_verify(ui, settings, chunks, first, last, clock)
+        keys = services.backfill_and_verify(ui, settings, chunks, first, last, clock)
         rows = assert_rows_exact(settings, tags, first, last)
+        names = sorted(services.check_names(graphql, HISTORY))
 
-        # reload one day of one chunk from the command line
+        # the checks tab's "Execute all": every loaded partition checked, all green
+        healthy = execute_all_checks(graphql, HISTORY, alive=ui.check_alive)
+        assert healthy["status"] == "SUCCESS", healthy
+        latest = services.partition_check_results(graphql, HISTORY, names, keys)
+        assert {k: (e or {}).get("runId") for k, e in latest.items()} == dict.fromkeys(
+            latest, healthy["runId"])
+        assert all(e and e["evaluation"]["success"] for e in latest.values()), latest
+        clock.lap("Execute all: every partition's checks passed")
+
+        # quiet must not mean blind: rows deleted in ClickHouse turn that partition's count red
         reload_key = f"{chunks[-1]}|{first}"
+        delete_one_tag_day(settings, catalog_tags(settings, [chunks[-1]])[0], first)
+        corrupted = execute_all_checks(graphql, HISTORY, alive=ui.check_alive)
+        assert corrupted["status"] == "FAILURE", corrupted  # a blocking check failed
+        rowcount = services.partition_check_results(
+            graphql, HISTORY, ["history_rowcount_matches_source"], keys)
+        assert {k for (_, k), e in rowcount.items() if not e["evaluation"]["success"]} == {reload_key}
+        clock.lap("Execute all after corruption: exactly that partition's count failed")
+
+        # reload that day of that chunk from the command line
         cli = subprocess.run(
             [str(services.BIN / "dagster"), "asset", "materialize", "-m", "ww_assets.definitions",
              "--select", "wonderware/history", "--partition", reload_key],
@@ -59,6 +84,8 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
         assert len(services.partition_materializations(graphql, HISTORY, reload_key)) == 2
         assert assert_rows_exact(settings, tags, first, last) == rows
         assert services.partition_stats(graphql, HISTORY)["numFailed"] == 0
+        again = services.partition_check_results(graphql, HISTORY, names, [reload_key])
+        assert all(e and e["evaluation"]["success"] for e in again.values()), again
         clock.lap("dagster asset materialize done")
 
         # the sync sensor (running by default) produces sync runs that succeed
@@ -68,7 +95,81 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
             timeout_s=180, interval_s=2, alive=ui.check_alive,
         )
         clock.lap("sync sensor run succeeded")
-        services.shut_down(ui, clock)
+        services.shut_down(ui, clock, expected_failures=[corrupted["runId"]])
+
+
+CHECK_LAUNCHER = """
+query CheckLauncher($path: [String!]!) {
+  assetNodeOrError(assetKey: {path: $path}) {
+    ... on AssetNode {
+      jobNames
+      repository { name location { name } }
+      assetChecksOrError {
+        ... on AssetChecks { checks { name canExecuteIndividually jobNames } }
+      }
+    }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation LaunchPipelineExecution($executionParams: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $executionParams) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Run($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { runId status } }
+}
+"""
+
+
+def execute_all_checks(graphql: services.GraphQL, path: list[str],
+                       alive: Callable[[], None]) -> dict[str, str]:
+    """What the checks tab's "Execute all" button sends (Dagster 1.13's ExecuteChecksButton:
+    the checks that can run alone, in their common job, no partition), then the run's end."""
+    node = graphql(CHECK_LAUNCHER, {"path": path})["assetNodeOrError"]
+    checks = node["assetChecksOrError"]["checks"]
+    launchable = [c for c in checks if c["canExecuteIndividually"] == "CAN_EXECUTE"]
+    assert launchable, checks
+    common = [j for j in checks[0]["jobNames"] if all(j in c["jobNames"] for c in checks)]
+    launched = graphql(LAUNCH_RUN, {"executionParams": {
+        "mode": "default", "executionMetadata": {}, "runConfigData": "{}",
+        "selector": {
+            "jobName": (common or node["jobNames"])[0],
+            "repositoryLocationName": node["repository"]["location"]["name"],
+            "repositoryName": node["repository"]["name"],
+            "assetSelection": [],
+            "assetCheckSelection": [{"assetKey": {"path": path}, "name": c["name"]}
+                                    for c in launchable],
+        },
+    }})["launchPipelineExecution"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def ended() -> dict[str, str] | None:
+        run = graphql(RUN_STATUS, {"id": run_id})["runOrError"]
+        return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
+
+    return services.wait_for(f"check run {run_id}", ended, timeout_s=180, interval_s=1,
+                             alive=alive)
+
+
+def delete_one_tag_day(settings: Settings, tag: str, day: date) -> None:
+    """Rows lost in ClickHouse: one tag's points of one day deleted behind the pipeline."""
+    warehouse = ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
+    with warehouse.connect() as conn:
+        conn.command(
+            f"DELETE FROM {warehouse.database}.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            "AND toDate(DateTime) = {d:Date}",
+            {"t": tag, "d": day},
+        )
 
 
 ARTIFACTS = services.REPO / ".ww" / "artifacts" / "e2e-browser"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -32,10 +33,23 @@ def _sensor_requests(p: Pipeline, cursor: str | None = None) -> dg.SensorResult 
     return sensor.evaluate_tick(context)
 
 
+def _load_ids(p: Pipeline, tags: list[str]) -> list[tuple]:
+    with p.warehouse.connect() as conn:
+        table = conn.query(
+            "SELECT TagName, toString(DateTime) AS t, LoadId FROM wonderware.WonderwareHistory "
+            "WHERE TagName IN {tags:Array(String)} ORDER BY TagName, t",
+            {"tags": tags},
+        )
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
 def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) -> None:
     build_trap_plant(pipeline.settings.historian_sqlite)
     assert pipeline.materialize_tags().success
     before = _catalog(pipeline)
+    assert pipeline.materialize_history(f"chunk-0001|{DAYS[0]}", f"chunk-0002|{DAYS[-1]}").success
+    mates = sorted(before)
+    mates_loaded = _load_ids(pipeline, mates)
     skipped = _sensor_requests(pipeline)
     assert not skipped.run_requests and "first catalog" in skipped.skip_message
     # a cursor typed by hand in the UI reads from the first refresh, like no cursor
@@ -65,6 +79,8 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
     assert requests[0].tags["dagster/asset_partition_range_start"] == "chunk-0002|2025-10-01"
     assert requests[0].tags["dagster/asset_partition_range_end"] == f"chunk-0002|{yesterday}"
 
+    assert [json.loads(r.tags["ww/tags"]) for r in requests] == [NEW_TAGS[:2], NEW_TAGS[2:]]
+
     # run what the sensor asked for, over the plant's days (the whole range is only longer)
     job = pipeline.defs.resolve_job_def("wonderware_history_job")
     for request in requests:
@@ -76,6 +92,18 @@ def test_new_tags_keep_old_chunks_and_their_history_loads(pipeline: Pipeline) ->
                   "dagster/asset_partition_range_end": f"{chunk}|{DAYS[-1]}"},
         )
         assert result.success
+        # the historian read only the new tags' own points, once, and counted only them
+        own = stored_points(pipeline.settings.historian_sqlite, json.loads(request.tags["ww/tags"]),
+                            DAYS[0], DAYS[-1])  # fmt: skip
+        metadata = result.get_asset_materialization_events()[0].materialization.metadata
+        assert metadata["run_historian_read_rows"].value == metadata["run_rows"].value == len(own) > 0
+        assert metadata["run_historian_read_queries"].value == len(DAYS)
+        checked = {e.partition for e in result.get_asset_check_evaluations()}
+        assert checked == {f"{chunk}|{day}" for day in DAYS}
+        blocking = [e for e in result.get_asset_check_evaluations() if e.blocking]
+        assert blocking and all(e.passed for e in blocking)
+    # the chunk-mates' rows are the very rows of their own load, untouched
+    assert _load_ids(pipeline, mates) == mates_loaded
     tags = sorted(t for t, c in after.items() if c in ("chunk-0002", "chunk-0003"))
     expected = stored_points(pipeline.settings.historian_sqlite, tags, DAYS[0], DAYS[-1])
     assert any(r[0] in NEW_TAGS for r in expected)
@@ -99,6 +127,7 @@ def test_sensor_sees_new_tags_of_every_refresh_since_its_last_tick(pipeline: Pip
 
     tick = _sensor_requests(pipeline, first.cursor)
     assert [r.tags["ww/chunk"] for r in tick.run_requests] == ["chunk-0002"]
+    assert json.loads(tick.run_requests[0].tags["ww/tags"]) == ["Zzz.Last"]
     assert tick.run_requests[0].tags["dagster/asset_partition_range_start"] == (
         "chunk-0002|2025-10-01"
     )

@@ -7,13 +7,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from bench.data import write_dataset
+from ww_assets.emulator import store
 from ww_assets.historian import EmulatorHistorian, HistorianError
+from ww_assets.historian_meter import MeteredHistorian
 from ww_assets.read_ahead import ReadAhead, ReadsAhead
 
 
@@ -179,4 +182,45 @@ def test_the_emulator_is_read_through_it_whole_or_abandoned(tmp_path: Path) -> N
     items = ReadAhead(historian.read_history(tags, start, end))
     assert 0 < next(items).num_rows <= 500
     items.close()
+    assert _read_ahead_threads() == 0
+
+
+def test_a_range_run_reads_each_partition_once_over_empty_sparse_and_dense_days(
+    tmp_path: Path,
+) -> None:
+    """The historian's reads counted by the meter (a real client wrapper) on the emulator: a
+    read started ahead that ends at once (an empty day) must not start, nor replace, the next."""
+    path = tmp_path / "historian.sqlite"
+    tags = ["Dense.A", "Dense.B", "Sparse.C"]
+    first = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    kinds = ["empty", "dense", "empty", "empty", "sparse", "empty", "dense", "sparse", "empty"]
+    points: list[store.Point] = []
+    for day, kind in enumerate(kinds):
+        start = first + timedelta(days=day)
+        if kind == "dense":
+            points += [(t, start + timedelta(seconds=s), float(s), None, 0, 192, 192)
+                       for t in tags[:2] for s in range(0, 86_400, 20)]  # fmt: skip
+        elif kind == "sparse":
+            points += [(tags[2], start + timedelta(hours=h), 1.0, None, 0, 192, 192) for h in (3, 17)]
+    conn = store.connect(path)
+    try:
+        store.add_tags(conn, [store.TagDef(t, 1) for t in tags])
+        store.add_points(conn, points)
+    finally:
+        conn.close()
+    metered = MeteredHistorian(EmulatorHistorian(path, tag_types=(1, 2, 3), batch_rows=1_000))
+    opens = [
+        partial(metered.read_history, tags, first + timedelta(days=d), first + timedelta(days=d + 1))
+        for d in range(len(kinds))
+    ]
+    rows = []
+    with ReadsAhead(opens) as reads:
+        for index in range(len(kinds)):
+            with reads.read(index) as batches:
+                rows.append(sum(b.num_rows for b in batches))
+            time.sleep(0.05)  # the caller's last insert: the next reads have time to run ahead
+    load = metered.load.snapshot()["read"]
+    assert load["queries"] == len(kinds)
+    assert load["rows"] == sum(rows) == len(points)
+    assert rows[1] == rows[6] == 2 * 86_400 // 20 and rows[4] == rows[7] == 2 and rows[0] == 0
     assert _read_ahead_threads() == 0

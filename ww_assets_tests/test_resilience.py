@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,3 +199,38 @@ def test_breaker_counts_history_reads_against_a_closed_port(tmp_path: Path) -> N
     assert breaker.state() == "open"
     with pytest.raises(CircuitOpenError, match="open after 3"):
         list(guarded.read_history(["Tank.Level"], *window))
+
+
+def test_a_locked_sqlite_file_is_transient_and_retried_until_the_writer_lets_go(
+    tmp_path: Path,
+) -> None:
+    """The emulator's SQLite file held by a writer (a live plant, `ww simulate`) for longer
+    than a reader waits: "database is locked" is retried, not a permanent failure."""
+    path = tmp_path / "locked.sqlite"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    writer.execute("BEGIN EXCLUSIVE")
+    attempts: list[BaseException] = []
+
+    def read() -> int:
+        reader = sqlite3.connect(path, timeout=0)
+        try:
+            return reader.execute("SELECT count(*) FROM t").fetchone()[0]
+        finally:
+            reader.close()
+
+    def on_retry(attempt: int, wait: float, error: BaseException) -> None:
+        attempts.append(error)
+        writer.execute("COMMIT")  # the writer's transaction ends while the reader waits
+
+    assert retry_transient(read, Backoff(attempts=3, base_s=0), on_retry=on_retry,
+                           sleep=lambda s: None) == 1  # fmt: skip
+    assert len(attempts) == 1 and "database is locked" in str(attempts[0])
+    assert classify(attempts[0]) is Fault.TRANSIENT
+    writer.close()
+    missing = sqlite3.connect(path)
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        missing.execute("SELECT * FROM no_such_table")
+    missing.close()
+    assert classify(caught.value) is Fault.PERMANENT  # only the lock is worth waiting for

@@ -234,3 +234,43 @@ def test_a_server_streamed_insert_sends_groups_of_the_statement_size() -> None:
     ]
     assert conn.insert_stream("db.t", _numbered(3, 100)) == 300  # under SERVER_INSERT_ROWS: one
     assert len(client.inserts) == 4 and SERVER_INSERT_ROWS > 300
+
+
+class _Answers:
+    """A stand-in for clickhouse-driver's client: answers `check_server`'s queries from chDB,
+    with a version and the settings it is told to have."""
+
+    def __init__(self, version: str | None = None, without: tuple[str, ...] = ()) -> None:
+        import chdb
+
+        self.chdb, self.version, self.without = chdb, version, without
+        self.sent: list[str] = []
+
+    def execute(self, sql: str) -> list[tuple[str]]:
+        self.sent.append(sql)
+        if sql == "SELECT version()" and self.version:
+            return [(self.version,)]
+        rows = [tuple(line.strip('"').split('","')) for line in
+                str(self.chdb.query(sql, "CSV")).splitlines() if line]  # fmt: skip
+        return [row for row in rows if row[0] not in self.without]
+
+
+def test_the_server_check_names_the_version_or_setting_that_is_missing() -> None:
+    """The version gate on chDB's own engine (ClickHouse 26.x, which has everything), then on
+    a server that reports an older version or lacks a setting: one line naming the version and
+    the minimum. It reads `version()` and the settings tables only (no DDL, no parameters)."""
+    from ww_assets.warehouse import MIN_SERVER_VERSION, UnsupportedServerError, check_server
+
+    minimum = ".".join(map(str, MIN_SERVER_VERSION))
+    client = _Answers()
+    assert check_server(client, "ClickHouse server h:9000").startswith("26.")
+    assert all(sql.startswith("SELECT") and "{" not in sql for sql in client.sent)
+
+    older = f"{MIN_SERVER_VERSION[0]}.{MIN_SERVER_VERSION[1] - 1}.3.14"
+    with pytest.raises(UnsupportedServerError) as refused:
+        check_server(_Answers(older), "ClickHouse server h:9000")
+    assert str(refused.value) == (
+        f"ClickHouse server h:9000 runs ClickHouse {older}; ww_assets needs ClickHouse {minimum} or newer"
+    )
+    with pytest.raises(UnsupportedServerError, match="without the setting.s. enable_block_number_column;"):
+        check_server(_Answers(without=("enable_block_number_column",)), "ClickHouse server h:9000")

@@ -291,6 +291,11 @@ def run_live(
         conn.close()
 
 
+def require_plant(path: str | Path) -> None:
+    """Raise `NoPlantError` unless `path` holds a plant with tags."""
+    _open_plant(path).close()
+
+
 def _open_plant(path: str | Path) -> sqlite3.Connection:
     """A connection to the plant at `path`; unlike `store.connect`, never creates a store:
     an empty one would look like a plant without tags to everything that reads it."""

@@ -18,8 +18,10 @@ from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
 from ww_assets.read_ahead import ReadAhead, ReadsAhead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
+    ONLY_TAGS_TAG,
     TAG_CHUNKS,
     history_partitions,
+    only_tags,
     split_key,
 )
 from ww_assets.wonderware.resources import (
@@ -83,6 +85,10 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
                 "retired_tags": len(change.retired_tags),
                 "new_tag_names": dg.MetadataValue.json(change.new_tags[:200]),
                 "chunks_with_new_tags": dg.MetadataValue.json(change.chunks_with_new_tags),
+                # what the new-tag sensor loads (the first catalog is backfilled by a person)
+                "new_tags_by_chunk": dg.MetadataValue.json(
+                    {} if change.initial else change.new_tags_by_chunk
+                ),
                 "initial_catalog": change.initial,
                 "tag_cache_refreshed": cached,
             }
@@ -111,17 +117,22 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
 
         Each partition replaces exactly its slice: the stored points of the chunk's tags in
         [day, day + 1) UTC, read with Full retrieval and `wwTimeZone = 'UTC'`, no synthetic
-        initial rows, no boundary duplicates. Reruns and range runs leave the same rows."""
+        initial rows, no boundary duplicates. Reruns and range runs leave the same rows.
+        Each partition's metadata gives its own rows, tags, min/max DateTime, seconds and
+        rows/s; `run_*` are the figures of the run that loaded it."""
         started = time.monotonic()
         client = historian.client()
         keys = sorted(context.partition_keys)
-        records: list[dg.TableRecord] = []
         total = SliceStats()
         # One session serves consecutive partitions (`HeldSessions`: its background merges go
         # on); a sync or check that waits gets in after at most 5 s and one partition.
         with gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
             with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
                 tags_by_chunk = read_active_tags(store)
+            only = only_tags(context.run.tags)
+            if only is not None:  # new tags: their chunk-mates' slices stay untouched, unread
+                tags_by_chunk = {c: [t for t in ts if t in only] for c, ts in tags_by_chunk.items()}
+                context.log.info(f"loading only the slices of {len(only)} tags ({ONLY_TAGS_TAG})")
             slices = [_Slice.of(key, tags_by_chunk) for key in keys]
             # The next partition's read starts as soon as the current one is fetched whole.
             # A chunk whose tags are all retired reads nothing: their stored history stays.
@@ -147,37 +158,37 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                         f"tags in {stats.seconds:.2f}s"
                         + ("" if part.tags else " (every tag of the chunk is retired)")
                     )
-                    records.append(
-                        dg.TableRecord(
-                            {"partition": part.key, "rows": stats.rows,
-                             "tags": len(stats.tags_with_rows)}
-                        )
-                    )  # fmt: skip
+                    context.add_asset_metadata(_partition_metadata(stats), partition_key=part.key)
         elapsed = time.monotonic() - started
+        context.log.info(
+            f"run total: {total.rows} rows from {len(total.tags_with_rows)} tags in "
+            f"{len(keys)} partitions in {elapsed:.1f}s"
+        )
+        # Each partition's event carries its own figures (above) and these of its run.
         return dg.MaterializeResult(
             metadata={
-                "rows": total.rows,
-                "tags": len(total.tags_with_rows),
                 "partitions_in_run": len(keys),
-                "rows_rejected": total.rejected,
-                "min_datetime": total.min_time.isoformat() if total.min_time else "",
-                "max_datetime": total.max_time.isoformat() if total.max_time else "",
-                "duration_s": round(elapsed, 3),
-                "rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
-                "partition_rows": dg.MetadataValue.table(
-                    records,
-                    schema=dg.TableSchema(
-                        columns=[
-                            dg.TableColumn("partition", "string"),
-                            dg.TableColumn("rows", "int"),
-                            dg.TableColumn("tags", "int"),
-                        ]
-                    ),
-                ),
+                "run_rows": total.rows,
+                "run_duration_s": round(elapsed, 3),
+                "run_rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
+                **{f"run_{name}": value for name, value in client.load.metadata().items()},
             }
         )
 
     return history
+
+
+def _partition_metadata(stats: SliceStats) -> dict[str, object]:
+    """What one partition's materialization shows: its own rows, tags, time span and speed."""
+    return {
+        "rows": stats.rows,
+        "tags": len(stats.tags_with_rows),
+        "rows_rejected": stats.rejected,
+        "min_datetime": stats.min_time.isoformat() if stats.min_time else "",
+        "max_datetime": stats.max_time.isoformat() if stats.max_time else "",
+        "duration_s": round(stats.seconds, 3),
+        "rows_per_s": round(stats.rows / stats.seconds, 1) if stats.seconds > 0 else 0.0,
+    }
 
 
 class _Slice(NamedTuple):

@@ -1,10 +1,15 @@
 """Asset checks: per-partition gates on `wonderware/history`, freshness of `wonderware/history_sync`.
 
 The history checks are partitioned like the asset and run in the same run, in one step right
-after the partitions they verify; they can also be launched alone for any partition range. Dagster 1.13
-records a plain `AssetCheckResult` of a range run without a partition (DESIGN §6), so the
-checks emit one `AssetCheckEvaluation` per partition, each pointing at that partition's latest
-materialization so that the UI shows it as the partition's current status.
+after the partitions they verify; they can also be launched alone for any partition range, and
+launched without a partition (the UI's "Execute all") they check every loaded partition.
+Dagster 1.13 records a plain `AssetCheckResult` of a range run without a partition (DESIGN §6),
+so the checks emit one `AssetCheckEvaluation` per partition, each pointing at that partition's
+latest materialization so that the UI shows it as the partition's current status.
+
+The two WARN checks speak only when there is something to look at: a share of bad values
+above their threshold, not the rare excursions every real plant has; their counts are always
+in the metadata.
 """
 
 from collections.abc import Iterator, Sequence
@@ -42,7 +47,7 @@ from ww_assets.quality_sql import (
 )
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.assets import HISTORY_KEY
-from ww_assets.wonderware.partitions import history_partitions, split_key
+from ww_assets.wonderware.partitions import history_partitions, only_tags, split_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 from ww_assets.wonderware.sync import SYNC_KEY
 
@@ -74,12 +79,15 @@ class _Chunk:
     """Partition key of each day, in day order."""
 
 
-def _chunks(keys: Sequence[str], store: Warehouse) -> list[_Chunk]:
+def _chunks(keys: Sequence[str], store: Warehouse, only: set[str] | None) -> list[_Chunk]:
+    """The run's chunks; with `only` (a new-tag run), just those tags: the load left the
+    others' slices as they were verified before."""
     tags_by_chunk = read_active_tags(store)
     chunks: dict[str, _Chunk] = {}
     for key in sorted(keys):
         chunk, day = split_key(key)
-        chunks.setdefault(chunk, _Chunk(chunk, tags_by_chunk.get(chunk, []))).days[day] = key
+        tags = [t for t in tags_by_chunk.get(chunk, []) if only is None or t in only]
+        chunks.setdefault(chunk, _Chunk(chunk, tags)).days[day] = key
     return list(chunks.values())
 
 
@@ -130,7 +138,7 @@ def _evaluation(
 
 def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     partitions_def = history_partitions(settings.backfill_oldest_time)
-    min_ratio = settings.quality_good_min_ratio
+    limits = _Limits(settings.quality_good_min_ratio, settings.eu_outside_max_ratio)
 
     def spec(name: str, description: str) -> dg.AssetCheckSpec:
         return dg.AssetCheckSpec(
@@ -162,13 +170,16 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         ),
         spec(
             QUALITY,
-            f"WARN. At least {min_ratio:.0%} of the slice's points have good quality "
-            "(`Quality = 0`; WONDERWARE_QUALITY_GOOD_MIN_RATIO). Metadata: the worst tags.",
+            f"WARN. At least {limits.good_min:.0%} of the slice's points have good quality "
+            "(`Quality = 0`; WONDERWARE_QUALITY_GOOD_MIN_RATIO). Metadata: the counts and the "
+            "worst tags.",
         ),
         spec(
             EU_RANGE,
-            "WARN. Analog values lie within [MinEU, MaxEU] of their tag (`AnalogTag`). "
-            "Metadata: the offending tags with their min/max and EU range.",
+            f"WARN. At most {limits.eu_outside_max:.1%} of the slice's analog values lie "
+            "outside [MinEU, MaxEU] of their tag (`AnalogTag`; "
+            "WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO). Metadata: the counts and the offending "
+            "tags with their min/max and EU range.",
         ),
     ]
 
@@ -178,13 +189,15 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         historian: HistorianResource,
         warehouse: WarehouseResource,
     ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-        """The five history checks of every partition in the run. Per tag chunk, one
-        ClickHouse scan of its days answers all but the source count; the historian's
-        `COUNT`s (one at a time) run in a thread meanwhile, and their results come last."""
+        """The five history checks of every partition in the run (of every loaded partition
+        when the run has none). Per tag chunk, one ClickHouse scan of its days answers all but
+        the source count; the historian's `COUNT`s (one at a time) run in a thread meanwhile,
+        and their results come last."""
         selected = {k.name for k in context.selected_asset_check_keys}
+        keys = _partitions_to_check(context)
         with gc_frozen():
             yield from _history_evaluations(
-                context, selected, historian.client(), warehouse.warehouse(), min_ratio
+                context, keys, selected, historian.client(), warehouse.warehouse(), limits
             )
         for spec_ in specs:
             if spec_.name in selected:
@@ -193,19 +206,49 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
     return [history_checks]
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """Thresholds of the WARN checks."""
+
+    good_min: float
+    """Minimum share of good-quality points."""
+    eu_outside_max: float
+    """Maximum share of analog values outside [MinEU, MaxEU]."""
+
+
+def _partitions_to_check(context: dg.AssetCheckExecutionContext) -> list[str]:
+    """The run's partitions; every loaded partition when the run has none (the UI's
+    "Execute all" launches the checks without a partition)."""
+    if context.has_partition_key or context.has_partition_key_range:
+        return list(context.partition_keys)  # Dagster enumerates a range anew at each access
+    keys = sorted(context.instance.get_materialized_partitions(HISTORY_KEY))
+    if keys:
+        context.log.info(
+            f"no partition selected: checking every loaded partition of "
+            f"{HISTORY_KEY.to_user_string()} ({len(keys)})"
+        )
+    else:
+        context.log.warning(
+            f"no partition of {HISTORY_KEY.to_user_string()} is loaded yet: nothing to check"
+        )
+    return keys
+
+
 def _history_evaluations(
     context: dg.AssetCheckExecutionContext,
+    keys: list[str],
     selected: set[str],
     client: HistorianClient,
     warehouse: Warehouse,
-    min_ratio: float,
+    limits: _Limits,
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    """The selected checks' evaluations of every partition of the run, chunk by chunk."""
+    """The selected checks' evaluations of the partitions `keys`, chunk by chunk."""
+    if not keys:
+        return
     store = HeldSessions(warehouse)
     now = datetime.now(timezone.utc)
-    keys = context.partition_keys  # Dagster enumerates the range anew at each access
     targets = _latest_materializations(context, keys)
-    groups = _chunks(keys, store)
+    groups = _chunks(keys, store, only_tags(context.run.tags))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
     try:
         counting = {
@@ -225,7 +268,7 @@ def _history_evaluations(
             stored[group.chunk] = stored_counts(summary)
             for day, key in group.days.items():
                 yield from _content_evaluations(
-                    key, day, targets.get(key), min_ratio,
+                    key, day, targets.get(key), limits,
                     dups.get(day), windows.get(day), quality.get(day), eu.get(day),
                 )  # fmt: skip
         store.close()  # the historian's counts need no ClickHouse
@@ -267,7 +310,7 @@ def _content_evaluations(
     key: str,
     day: date,
     target: AssetCheckEvaluationTargetMaterializationData | None,
-    min_ratio: float,
+    limits: _Limits,
     dups: Duplicates | None,
     window: WindowReport | None,
     quality: QualityReport | None,
@@ -306,30 +349,38 @@ def _content_evaluations(
     if quality is not None:
         ratio = quality.ratio
         yield _evaluation(
-            target, QUALITY, key, passed=ratio is None or ratio >= min_ratio,
+            target, QUALITY, key, passed=ratio is None or ratio >= limits.good_min,
             metadata={
-                "expected_min_good_ratio": min_ratio,
+                "expected_min_good_ratio": limits.good_min,
                 "actual_good_ratio": dg.MetadataValue.float(
                     round(ratio, 4) if ratio is not None else 1.0
                 ),
                 "points": quality.points,
                 "good_points": quality.good,
+                "not_good_points": quality.points - quality.good,
                 "worst_tags": dg.MetadataValue.json(quality.worst),
             },
             description=(
-                "no points" if ratio is None else f"{ratio:.1%} good (minimum {min_ratio:.0%})"
+                "no points" if ratio is None
+                else f"{quality.good} of {quality.points} points good ({ratio:.1%}; "
+                f"warns below {limits.good_min:.0%})"
             ),
-        )
+        )  # fmt: skip
     if eu is not None:
+        share = eu.outside / eu.checked if eu.checked else 0.0
         yield _evaluation(
-            target, EU_RANGE, key, passed=eu.outside == 0,
+            target, EU_RANGE, key, passed=share <= limits.eu_outside_max,
             metadata={
-                "expected_values_outside": 0,
+                "expected_max_outside_ratio": limits.eu_outside_max,
+                "actual_outside_ratio": dg.MetadataValue.float(round(share, 6)),
                 "actual_values_outside": eu.outside,
                 "values_checked": eu.checked,
                 "offenders": dg.MetadataValue.json(eu.offenders),
             },
-            description=f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU]",
+            description=(
+                f"{eu.outside} of {eu.checked} analog values outside [MinEU, MaxEU] "
+                f"({share:.3%}; warns above {limits.eu_outside_max:.1%})"
+            ),
         )
 
 

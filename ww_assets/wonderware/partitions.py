@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
 import dagster as dg
 
 TAG_CHUNKS = dg.DynamicPartitionsDefinition(name="tag_chunks")
+
+ONLY_TAGS_TAG = "ww/tags"
+"""Run tag: a JSON list of tags; the run loads (and checks) only these tags' slices."""
 
 
 def daily_partitions(oldest: datetime) -> dg.DailyPartitionsDefinition:
@@ -32,6 +37,21 @@ def history_key(chunk: str, day: date) -> str:
     return f"{chunk}|{day.isoformat()}"
 
 
+def only_tags(run_tags: Mapping[str, str]) -> set[str] | None:
+    """The tags a run is limited to (`ww/tags`), None for every tag of each chunk."""
+    value = run_tags.get(ONLY_TAGS_TAG)
+    if value is None:
+        return None
+    try:
+        tags = json.loads(value)
+    except ValueError:
+        tags = None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise dg.Failure(
+            f"run tag {ONLY_TAGS_TAG} must be a JSON list of tag names, got {value[:80]!r}",
+            allow_retries=False,
+        )
+    return set(tags)
 
 
 def complete_days(today: date, oldest: date, days: int | None = None) -> tuple[date, date] | None:

@@ -14,6 +14,7 @@ from ww_assets.historian import (
     HistorianClient,
     SqlServerHistorian,
 )
+from ww_assets.historian_meter import MeteredHistorian
 from ww_assets.resilience import CircuitBreaker
 from ww_assets.tag_cache import TagCache
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse
@@ -38,8 +39,9 @@ class HistorianResource(dg.ConfigurableResource):
     breaker_threshold: int = 5
     breaker_reset_s: int = 60
 
-    def client(self) -> HistorianClient:
-        """The backend behind a circuit breaker shared by every process on this machine."""
+    def client(self) -> MeteredHistorian:
+        """The backend behind a circuit breaker shared by every process on this machine,
+        metered (`client().load`: queries, rows and seconds per kind)."""
         client = self._backend()
         key = hashlib.sha1(client.describe().encode()).hexdigest()[:12]
         breaker = CircuitBreaker(
@@ -48,7 +50,7 @@ class HistorianResource(dg.ConfigurableResource):
             threshold=self.breaker_threshold,
             reset_s=self.breaker_reset_s,
         )
-        return GuardedHistorian(client, breaker)
+        return MeteredHistorian(GuardedHistorian(client, breaker))
 
     def _backend(self) -> HistorianClient:
         if self.host:
@@ -93,6 +95,9 @@ class WarehouseResource(dg.ConfigurableResource):
                 port=self.port,
                 user=self.user,
                 password=self.password,
+                # The connection's default database: the driver's greeting needs one, and
+                # `self.database` may not exist yet (every statement names it anyway).
+                database="default",
                 settings={"server_side_params": True},
             )
             return ServerWarehouse(server, self.database)

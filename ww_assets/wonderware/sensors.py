@@ -1,6 +1,6 @@
 """Sensors of the wonderware domain."""
 
-
+import json
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -8,7 +8,7 @@ import dagster as dg
 from ww_assets.config import Settings
 from ww_assets.wonderware.assets import TAGS_KEY
 from ww_assets.wonderware.jobs import history_job
-from ww_assets.wonderware.partitions import complete_days, history_key
+from ww_assets.wonderware.partitions import ONLY_TAGS_TAG, complete_days, history_key
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -20,10 +20,15 @@ def range_tags(first_key: str, last_key: str) -> dict[str, str]:
 
 
 def new_tag_history_requests(
-    run_keys: dict[str, str], settings: Settings, today: datetime
+    run_keys: dict[str, str],
+    settings: Settings,
+    today: datetime,
+    new_tags: dict[str, list[str]] | None = None,
 ) -> list[dg.RunRequest]:
     """One range run per chunk that gained tags (chunk -> run key): every complete day since
-    the oldest time."""
+    the oldest time, limited to the chunk's new tags (`new_tags`, tag `ww/tags`) when known,
+    so their chunk-mates' slices are neither read again nor rewritten."""
+    new_tags = new_tags or {}
     span = complete_days(today.astimezone(timezone.utc).date(), settings.backfill_oldest_time.date())
     if span is None:
         return []
@@ -35,6 +40,7 @@ def new_tag_history_requests(
                 **range_tags(history_key(chunk, first_day), history_key(chunk, last_day)),
                 "ww/reason": "new-tags",
                 "ww/chunk": chunk,
+                **({ONLY_TAGS_TAG: json.dumps(new_tags[chunk])} if chunk in new_tags else {}),
             },
         )
         for chunk, run_key in sorted(run_keys.items())
@@ -78,7 +84,7 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
         """Loads the past of tags that joined an existing catalog: for every refresh of
         `wonderware/tags` that reports chunks with new tags, requests one range run of
         `wonderware/history` per such chunk over every complete day since
-        WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME."""
+        WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME, loading only the new tags' slices."""
         records = materializations_after(
             context.instance, TAGS_KEY, _storage_id(context.cursor), MATERIALIZATIONS_PER_TICK
         )
@@ -86,6 +92,8 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason(f"no new materialization of {TAGS_KEY.to_user_string()}")
         cursor = str(records[-1].storage_id)
         run_keys: dict[str, str] = {}  # chunk -> key of the first refresh that reported it
+        new_tags: dict[str, set[str]] = {}  # chunk -> the tags to load
+        whole: set[str] = set()  # chunks to load whole
         initial = False
         for record in records:
             materialization = record.asset_materialization
@@ -95,8 +103,15 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
                 initial = True
                 continue
             chunks_value = metadata.get("chunks_with_new_tags")
+            names_value = metadata.get("new_tags_by_chunk")
+            names = names_value.value if names_value is not None else {}
             for chunk in chunks_value.value if chunks_value is not None else []:
                 run_keys.setdefault(chunk, f"new-tags-{record.storage_id}-{chunk}")
+                if chunk in names and (chunk in new_tags or chunk not in whole):
+                    new_tags.setdefault(chunk, set()).update(names[chunk])
+                else:  # a refresh that did not name its tags: the whole chunk is loaded
+                    whole.add(chunk)
+                    new_tags.pop(chunk, None)
         if not run_keys:
             reason = (
                 "first catalog: the initial backfill is launched by a person"
@@ -106,7 +121,10 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SensorResult(skip_reason=reason, cursor=cursor)
         context.log.info(f"loading the history of new tags in {', '.join(sorted(run_keys))}")
         return dg.SensorResult(
-            run_requests=new_tag_history_requests(run_keys, settings, datetime.now(timezone.utc)),
+            run_requests=new_tag_history_requests(
+                run_keys, settings, datetime.now(timezone.utc),
+                {c: sorted(tags) for c, tags in new_tags.items()},
+            ),  # fmt: skip
             cursor=cursor,
         )
 
