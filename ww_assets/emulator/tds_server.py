@@ -9,9 +9,11 @@ table fails with 207 / 208 naming it). A History answer is streamed: rows are en
 sent packet by packet as the emulator produces them, so memory does not grow with the answer.
 
 Built on pysqlbridge (prelogin, TLS, LOGIN7, SQL logins, packet framing, tokens); this module
-adds the `datetime2` type and the streaming query step. It refuses RPC calls other than what
-pysqlbridge answers itself, writes, and more than one SELECT per batch. Down-level clients
-(TDS < 7.3) get `datetime2` as nvarchar text, as SQL Server sends it to them.
+adds the `datetime2` type and the streaming query step. It refuses RPC calls (sp_executesql),
+writes, and more than one SELECT per batch. Down-level clients (TDS < 7.3) get `datetime2` as
+nvarchar text, as SQL Server sends it to them. Where it differs from SQL Server: catalog
+queries compare strings as SQLite does (case-sensitive, where SQL Server's default collation
+is not), and a cancel (ATTENTION) is acknowledged once the answer in progress has been sent.
 
 Fault injection (`Faults`) is for tests only: the CLI never sets it.
 """
