@@ -33,7 +33,7 @@ from ww_assets_tests.plant_fixtures import (
     warehouse_points_between,
 )
 
-USER, PASSWORD = "ww_reader", "pw;'--x"
+USER, PASSWORD = "ww_reader", "pw;'--ü"
 UTC = timezone.utc
 
 

@@ -20,6 +20,7 @@ Fault injection (`Faults`) is for tests only: the CLI never sets it.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 import operator
@@ -35,7 +36,6 @@ from pathlib import Path
 
 import pyarrow as pa
 from pysqlbridge.certificate import Certificate, self_signed
-from pysqlbridge.logins import Login, LoginStore
 from pysqlbridge.server import BridgeServer
 from pysqlbridge.tds.batch import parse_sql_batch
 from pysqlbridge.tds.connection import Connection, ConnectionState
@@ -213,7 +213,7 @@ class HistorianTdsServer(BridgeServer):
             certificate or _certificate(),
             query_handler=None,
             database=DATABASE,
-            logins=LoginStore([Login(user, password, hashed=False, source="ww simulate serve")]),
+            logins=_SqlLogin(user, password),
         )
         self.RequestHandlerClass = _Handler
 
@@ -255,6 +255,21 @@ class HistorianTdsServer(BridgeServer):
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class _SqlLogin:
+    """The one SQL login the server admits. pysqlbridge's own store compares passwords with
+    `hmac.compare_digest` on str, which refuses non-ASCII text; this compares their UTF-8."""
+
+    configured = True
+
+    def __init__(self, user: str, password: str) -> None:
+        self._user, self._password = user.lower(), password.encode()
+
+    def admits(self, user: str, password: str) -> bool:
+        # User names match without regard to case, as on a default SQL Server installation.
+        return hmac.compare_digest((user or "").lower().encode(), self._user.encode()) & \
+            hmac.compare_digest((password or "").encode(), self._password)
 
 
 _shared_certificate: Certificate | None = None
