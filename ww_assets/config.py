@@ -56,6 +56,8 @@ class Settings:
     sync_safety_margin_s: int
     sync_initial_lookback_s: int
     sync_run_timeout_s: int
+    sync_recount_interval_s: int
+    sync_tags_per_read: int
     refresh_days: int
     retry_attempts: int
     retry_base_delay_s: float
@@ -128,6 +130,10 @@ class Settings:
                 "WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", 3600, minimum=60
             ),
             sync_run_timeout_s=r.integer("WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT", 300, minimum=10),
+            sync_recount_interval_s=r.integer(
+                "WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL", 3600, minimum=0
+            ),
+            sync_tags_per_read=r.integer("WONDERWARE_PIPELINE_SYNC_TAGS_PER_READ", 500, minimum=1),
             refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 2, minimum=1),
             retry_attempts=r.integer("WONDERWARE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20),
             retry_base_delay_s=float(r.integer("WONDERWARE_RETRY_BASE_DELAY", 2, minimum=0)),

@@ -1,7 +1,6 @@
 """The tag catalog and the day × tag-chunk history assets."""
 
 import time
-from collections.abc import Sequence
 from datetime import date, datetime
 from functools import partial
 from typing import NamedTuple
@@ -12,10 +11,9 @@ import pyarrow as pa
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
-from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
-from ww_assets.read_ahead import ReadAhead, ReadsAhead
+from ww_assets.read_ahead import ReadsAhead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     ONLY_TAGS_TAG,
@@ -218,12 +216,3 @@ def _copy_read(
     """Replace `part`'s slice with read `index` of `reads` (a fresh read on a retry)."""
     with reads.read(index) as batches:
         return replace_slice(store, part.tags, part.start, part.end, batches)
-
-
-def copy_slice(
-    client: HistorianClient, store: Warehouse, tags: Sequence[str], start: datetime, end: datetime
-) -> SliceStats:
-    """Replace the slice of `tags` in [start, end) with what the historian stores there; the
-    historian's next batches are fetched while the current ones are inserted."""
-    with ReadAhead(client.read_history(tags, start, end)) as batches:
-        return replace_slice(store, list(tags), start, end, batches)
