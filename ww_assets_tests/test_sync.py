@@ -286,8 +286,8 @@ def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipel
         instance=synced.instance,
         scheduled_execution_time=datetime(2025, 11, 4, 0, 15, tzinfo=UTC),
     )
-    (request,) = refresh.evaluate_tick(context).run_requests
-    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-02"
+    (request,) = refresh.evaluate_tick(context).run_requests  # the last day: REFRESH_DAYS=1
+    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-03"
     assert request.tags["dagster/asset_partition_range_end"] == "chunk-0001|2025-11-03"
     assert refresh_request([], datetime(2025, 1, 1).date(), 2, date(2024, 1, 1)) is None
 
