@@ -115,6 +115,7 @@ def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.historian_meter import HistorianLedger
     from ww_assets.status_report import status_report
 
     try:
@@ -122,6 +123,7 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     except _warehouse_errors() as error:
         print(f"ww: status: {_warehouse(settings).describe()}: {error}", file=sys.stderr)
         return 1
+    report["historian_load"] = HistorianLedger(settings.historian_ledger).summary()
     if args.json:
         print(json.dumps(report))
         return 0
@@ -138,7 +140,18 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     for c in report["chunks"]:
         print(f"{c['chunk']:<12}{c['tags']:>6}{c['rows']:>12}{c['days']:>6}  {c['oldest']} → {c['newest']}")
     _print_checks(report["checks"])
+    _print_load(report["historian_load"])
     return 0
+
+
+def _print_load(load: dict[str, object]) -> None:
+    from ww_assets.historian_meter import KINDS
+
+    print(f"historian load, last {load['hours']} h (this machine): "
+          f"{load['queries_per_minute']} queries per minute")
+    for kind in KINDS:
+        k: dict[str, object] = load[kind]  # type: ignore[assignment]
+        print(f"  {kind:<8}{k['queries']:>8} queries{k['rows']:>14} rows{k['seconds']:>10} s")
 
 
 def _print_checks(checks: dict[str, object]) -> None:

@@ -89,6 +89,11 @@ class Settings:
     def breaker_dir(self) -> Path:
         return self.home / "breakers"
 
+    @property
+    def historian_ledger(self) -> Path:
+        """The historian load of every process on this machine, per hour (`ww status`)."""
+        return self.home / "historian_load.json"
+
     def backoff(self) -> Backoff:
         return Backoff(attempts=self.retry_attempts, base_s=self.retry_base_delay_s)
 

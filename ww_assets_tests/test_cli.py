@@ -58,6 +58,12 @@ def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> No
     assert sum(c["rows"] for c in report["chunks"]) == expected[0]
     assert report["checks"]["partitions_verified"] == report["checks"]["partitions_loaded"] == 2
     assert (home / "dagster" / "dagster.yaml").exists()  # runs are kept under WW_HOME
+    # the historian's load of the last 24 h, as every metered client on this machine recorded it
+    load = report["historian_load"]
+    assert load["read"]["queries"] >= 2 and load["read"]["rows"] >= expected[0]
+    assert load["catalog"]["queries"] >= 1 and load["queries_per_minute"] > 0
+    text = _run([str(WW), "status"], _env(WW_HOME=str(home)))
+    assert "historian load, last 24 h" in text.stdout and "  read " in text.stdout
 
 
 def test_status_on_an_empty_home_says_so_and_creates_nothing(tmp_path: Path) -> None:
@@ -72,6 +78,7 @@ def test_status_on_an_empty_home_says_so_and_creates_nothing(tmp_path: Path) -> 
     assert text.stdout.strip() == (f"nothing stored in WW_HOME={home} yet: start with `make demo` "
                                    "(or `ww simulate create`, then `ww backfill`)")
     assert not text.stderr and not home.exists()
+    assert report["historian_load"]["read"] == {"queries": 0, "rows": 0, "seconds": 0.0}
 
 
 def test_bad_configuration_names_the_variable(tmp_path: Path) -> None:
