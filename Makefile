@@ -8,6 +8,7 @@ DAGSTER_HOME := $(abspath $(WW_HOME))/dagster
 export DAGSTER_HOME
 DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
+DEV_PORT ?= 3000
 
 .PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full clean
 
@@ -30,10 +31,20 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ww backfill --days $(DEMO_DAYS)
 	$(BIN)/ww status
 
-## dev: the Dagster UI on http://localhost:3000 with embedded defaults
+## dev: the Dagster UI on http://localhost:$(DEV_PORT) with embedded defaults; the emulated plant runs live meanwhile
+# dagster dev runs in DAGSTER_HOME (where the copy of dagster.yaml is, so it does not warn that
+# the repository's dagster.yaml is unused); workspace.yaml's paths are relative to the file.
+# Without WONDERWARE_HOST the emulated plant produces points in real time (`ww simulate live`)
+# as long as the UI runs, and stops with it.
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	@test -f $(WW_HOME)/historian.sqlite || $(BIN)/ww simulate create --days $(DEMO_DAYS) --tags $(DEMO_TAGS)
-	$(BIN)/dagster dev -w workspace.yaml -p 3000
+	@test -n "$$WONDERWARE_HOST" || test -f $(WW_HOME)/historian.sqlite || $(BIN)/ww simulate create --days $(DEMO_DAYS) --tags $(DEMO_TAGS)
+	@set -e; live=; \
+	if [ -z "$$WONDERWARE_HOST" ]; then \
+	  $(BIN)/ww simulate live >$(WW_HOME)/simulate-live.log 2>&1 & live=$$!; \
+	  echo "emulated plant live (log: $(WW_HOME)/simulate-live.log)"; \
+	fi; \
+	trap '[ -z "$$live" ] || kill $$live 2>/dev/null || true' EXIT; trap 'exit 130' INT TERM; \
+	cd $(DAGSTER_HOME) && WW_HOME=$(abspath $(WW_HOME)) $(abspath $(BIN))/dagster dev -w $(abspath workspace.yaml) -p $(DEV_PORT)
 
 ## test: the whole suite (the browser check is `make e2e-browser`)
 test: install

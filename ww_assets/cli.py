@@ -59,7 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backfill", help="materialize wonderware/tags, then wonderware/history through Dagster"
     )
     backfill.add_argument("--days", type=_number(int, 1), default=3,
-                          help="complete UTC days before today")
+                          help="complete UTC days before today (default 3)")
+    backfill.add_argument("--no-sync", dest="sync", action="store_false",
+                          help="skip the sync up to now that follows the backfill "
+                               "(default: sync)")
 
     commands.add_parser("doctor", help="configuration and connectivity, one line per system")
 
@@ -121,36 +124,43 @@ def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from ww_assets.history_store import ensure_schema, status
+    from ww_assets.historian_meter import HistorianLedger
+    from ww_assets.status_report import status_report
 
-    warehouse = _warehouse(settings)
     try:
-        with warehouse.connect() as conn:
-            ensure_schema(conn, warehouse.database)
-            report = status(conn, warehouse.database)
+        report = status_report(settings)
     except _warehouse_errors() as error:
-        print(f"ww: status: {warehouse.describe()}: {error}", file=sys.stderr)
+        print(f"ww: status: {_warehouse(settings).describe()}: {error}", file=sys.stderr)
         return 1
-    report["checks"] = _checks_summary(settings)
+    report["historian_load"] = HistorianLedger(settings.historian_ledger).summary()
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"warehouse:    {warehouse.describe()}")
+    if report["note"] and not report["total_data_points"]:
+        print(report["note"])
+        return 0
+    print(f"warehouse:    {_warehouse(settings).describe()}")
     for key in ("total_tags", "total_data_points", "oldest_data", "newest_data",
                 "data_span_days", "lag_seconds"):
         print(f"{key + ':':<20}{report[key]}")
+    if report["lag_note"]:
+        print(f"  {report['lag_note']}")
     print(f"{'chunk':<12}{'tags':>6}{'rows':>12}{'days':>6}  oldest → newest")
-    for c in report["chunks"]:  # type: ignore[union-attr]
+    for c in report["chunks"]:
         print(f"{c['chunk']:<12}{c['tags']:>6}{c['rows']:>12}{c['days']:>6}  {c['oldest']} → {c['newest']}")
-    _print_checks(report["checks"])  # type: ignore[arg-type]
+    _print_checks(report["checks"])
+    _print_load(report["historian_load"])
     return 0
 
 
-def _checks_summary(settings: Settings) -> dict[str, object]:
-    """Partitions of wonderware/history verified and failing, from the Dagster instance."""
-    from ww_assets.wonderware.checks import checks_summary
+def _print_load(load: dict[str, object]) -> None:
+    from ww_assets.historian_meter import KINDS
 
-    return checks_summary(_dagster_instance(settings))
+    print(f"historian load, last {load['hours']} h (this machine): "
+          f"{load['queries_per_minute']} queries per minute")
+    for kind in KINDS:
+        k: dict[str, object] = load[kind]  # type: ignore[assignment]
+        print(f"  {kind:<8}{k['queries']:>8} queries{k['rows']:>14} rows{k['seconds']:>10} s")
 
 
 def _print_checks(checks: dict[str, object]) -> None:
@@ -246,37 +256,64 @@ def _dagster_instance(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
-    """What a person does in the UI, from the command line: refresh the catalog, then one
-    range run over the last complete days × every tag chunk."""
+    """What a person does in the UI, from the command line: refresh the catalog, one range run
+    over the last complete days × every tag chunk, then a sync up to now. Prints the runs'
+    own log lines (partition progress, warnings), not Dagster's event stream."""
+    import warnings
+
+    import dagster as dg
 
     from ww_assets.definitions import build_definitions
     from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
+    from ww_assets.wonderware.sync import SYNC_KEY
+
+    # The code location uses Dagster APIs marked beta/preview on purpose (pinned minor
+    # version): their warnings are not the user's to act on.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
     settings = with_plant_first_day(settings)  # the partitions the code location has
     defs = build_definitions(settings)
     instance = _dagster_instance(settings)
-    job = defs.get_implicit_global_asset_job_def()
-    result = job.execute_in_process(instance=instance, asset_selection=[TAGS_KEY])
-    if not result.success:
+    job = defs.resolve_implicit_global_asset_job_def()
+
+    def run(what: str, keys: list[dg.AssetKey], **kwargs: object) -> bool:
+        result = job.execute_in_process(instance=instance, asset_selection=keys,
+                                        run_config=quiet, raise_on_error=False, **kwargs)  # type: ignore[arg-type]
+        if not result.success:
+            print(f"ww: backfill: {what} failed: run {result.run_id} "
+                  f"(`dagster run list`, or the UI's Runs page, has its log)", file=sys.stderr)
+        return result.success
+
+    print("refreshing the tag catalog (wonderware/tags)", flush=True)
+    if not run("the tag catalog", [TAGS_KEY]):
         return 1
     chunks = instance.get_dynamic_partitions(TAG_CHUNKS.name)
     today = datetime.now(timezone.utc).date()
     span = complete_days(today, settings.backfill_oldest_time.date(), args.days)
     if not chunks or span is None:
-        print("nothing to backfill", file=sys.stderr)
+        print("ww: backfill: nothing to backfill (no tag chunk, or no complete day since "
+              f"{settings.backfill_oldest_time:%Y-%m-%d})", file=sys.stderr)
         return 1
     first, last = span
-    result = job.execute_in_process(
-        instance=instance,
-        asset_selection=[HISTORY_KEY],
-        tags=range_tags(history_key(chunks[0], first), history_key(chunks[-1], last)),
-    )
-    print(f"backfill {'succeeded' if result.success else 'FAILED'}: run {result.run_id}, "
-          f"{len(chunks)} chunks × {(last - first).days + 1} days")
-    return 0 if result.success else 1
+    days = (last - first).days + 1
+    print(f"loading wonderware/history: {len(chunks)} chunks × {days} days "
+          f"({first} → {last}) in one range run", flush=True)
+    if not run("the history load", [HISTORY_KEY],
+               tags=range_tags(history_key(chunks[0], first), history_key(chunks[-1], last))):
+        return 1
+    print(f"backfill succeeded: {len(chunks)} chunks × {days} days", flush=True)
+    if not args.sync:
+        return 0
+    print("syncing up to now (wonderware/history_sync)", flush=True)
+    if not run("the sync", [SYNC_KEY]):
+        return 1
+    print("sync succeeded: the data is current", flush=True)
+    return 0
 
 
 def _doctor(settings: Settings, args: argparse.Namespace) -> int:

@@ -56,6 +56,8 @@ class Settings:
     sync_safety_margin_s: int
     sync_initial_lookback_s: int
     sync_run_timeout_s: int
+    sync_recount_interval_s: int
+    sync_tags_per_read: int
     refresh_days: int
     retry_attempts: int
     retry_base_delay_s: float
@@ -64,7 +66,8 @@ class Settings:
     breaker_threshold: int
     breaker_reset_s: int
     # data quality
-    reconcile_days: int
+    reconcile_ages: tuple[int, ...]
+    rowcount_source: str
     reconcile_schedule: str
     quality_good_min_ratio: float
     eu_outside_max_ratio: float
@@ -85,6 +88,11 @@ class Settings:
     @property
     def breaker_dir(self) -> Path:
         return self.home / "breakers"
+
+    @property
+    def historian_ledger(self) -> Path:
+        """The historian load of every process on this machine, per hour (`ww status`)."""
+        return self.home / "historian_load.json"
 
     def backoff(self) -> Backoff:
         return Backoff(attempts=self.retry_attempts, base_s=self.retry_base_delay_s)
@@ -128,14 +136,21 @@ class Settings:
                 "WONDERWARE_PIPELINE_SYNC_INITIAL_LOOKBACK", 3600, minimum=60
             ),
             sync_run_timeout_s=r.integer("WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT", 300, minimum=10),
-            refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 2, minimum=1),
+            sync_recount_interval_s=r.integer(
+                "WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL", 3600, minimum=0
+            ),
+            sync_tags_per_read=r.integer("WONDERWARE_PIPELINE_SYNC_TAGS_PER_READ", 500, minimum=1),
+            refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 1, minimum=1),
             retry_attempts=r.integer("WONDERWARE_RETRY_ATTEMPTS", 3, minimum=1, maximum=20),
             retry_base_delay_s=float(r.integer("WONDERWARE_RETRY_BASE_DELAY", 2, minimum=0)),
             step_retries=r.integer("WONDERWARE_STEP_RETRIES", 2, minimum=0, maximum=10),
             step_retry_delay_s=r.integer("WONDERWARE_STEP_RETRY_DELAY", 15, minimum=0),
             breaker_threshold=r.integer("WONDERWARE_BREAKER_THRESHOLD", 5, minimum=1),
             breaker_reset_s=r.integer("WONDERWARE_BREAKER_RESET", 60, minimum=1),
-            reconcile_days=r.integer("WONDERWARE_PIPELINE_RECONCILE_DAYS", 7, minimum=1),
+            reconcile_ages=r.ages("WONDERWARE_PIPELINE_RECONCILE_AGES", "7"),
+            rowcount_source=r.choice(
+                "WONDERWARE_PIPELINE_ROWCOUNT_SOURCE", "load", ("load", "count")
+            ),
             reconcile_schedule=r.cron("WONDERWARE_PIPELINE_RECONCILE_SCHEDULE", "30 1 * * *"),
             quality_good_min_ratio=r.ratio("WONDERWARE_QUALITY_GOOD_MIN_RATIO", 0.9),
             eu_outside_max_ratio=r.ratio("WONDERWARE_QUALITY_EU_OUTSIDE_MAX_RATIO", 0.01),
@@ -200,6 +215,14 @@ class _Reader:
                 f"other modes return computed rows; use {' or '.join(COPY_MODES)}"
             )
         return mode
+
+    def ages(self, name: str, default: str) -> tuple[int, ...]:
+        """Comma-separated day ages (1 = yesterday), each at least 1."""
+        raw = self.text(name, default)
+        parts = [p.strip() for p in raw.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise ConfigError(f"{name}={raw!r} must be day ages of at least 1, like 2,7")
+        return tuple(sorted({int(p) for p in parts}))
 
     def tag_types(self, name: str, default: str) -> tuple[int, ...]:
         raw = self.text(name, default)

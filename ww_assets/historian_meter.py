@@ -3,16 +3,20 @@
 `MeteredHistorian` wraps any `HistorianClient` (as `GuardedHistorian` does) and counts every
 call by kind: `read` (History rows), `count` (COUNT over History), `catalog` (the tag list).
 A read's seconds are the time spent waiting for the historian's batches, not the caller's
-work between them. No Dagster import.
+work between them. A `HistorianLedger` keeps the same figures per hour in a small JSON file
+shared by every process on the machine, for `ww status`. No Dagster import.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -59,12 +63,77 @@ class HistorianLoad:
         }
 
 
-class MeteredHistorian:
-    """A historian client whose every query is counted into `load`."""
+LEDGER_HOURS = 48
+"""Hours of figures a ledger keeps."""
 
-    def __init__(self, client: HistorianClient, load: HistorianLoad | None = None) -> None:
+
+class HistorianLedger:
+    """Per-hour totals of every metered client on this machine, in a JSON file written under
+    an exclusive file lock: `{"2026-12-01T13": {"read": [queries, rows, seconds], ...}}`."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
+        self.path = Path(path)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+
+    def add(self, kind: str, queries: int, rows: int, seconds: float) -> None:
+        hour = self.clock().strftime("%Y-%m-%dT%H")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            hours = self._load()
+            figures = hours.setdefault(hour, {}).setdefault(kind, [0, 0, 0.0])
+            figures[0] += queries
+            figures[1] += rows
+            figures[2] = round(figures[2] + seconds, 3)
+            for old in sorted(hours)[:-LEDGER_HOURS]:
+                del hours[old]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(hours, sort_keys=True))
+            tmp.replace(self.path)
+
+    def summary(self, hours: int = 24) -> dict[str, object]:
+        """Totals per kind over the last `hours` hours (the current one included), and the
+        queries per minute over that span."""
+        since = (self.clock() - timedelta(hours=hours - 1)).strftime("%Y-%m-%dT%H")
+        totals = {kind: {"queries": 0, "rows": 0, "seconds": 0.0} for kind in KINDS}
+        for hour, kinds in self._load().items():
+            if hour < since:
+                continue
+            for kind, (queries, rows, seconds) in kinds.items():
+                if kind in totals:
+                    totals[kind]["queries"] += queries
+                    totals[kind]["rows"] += rows
+                    totals[kind]["seconds"] = round(totals[kind]["seconds"] + seconds, 3)
+        queries = sum(int(k["queries"]) for k in totals.values())
+        return {"hours": hours, **totals, "queries_per_minute": round(queries / (hours * 60), 4)}
+
+    def _load(self) -> dict[str, dict[str, list]]:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+
+class MeteredHistorian:
+    """A historian client whose every query is counted into `load` (and `ledger`)."""
+
+    def __init__(
+        self,
+        client: HistorianClient,
+        load: HistorianLoad | None = None,
+        ledger: HistorianLedger | None = None,
+    ) -> None:
         self.client = client
         self.load = load if load is not None else HistorianLoad()
+        self.ledger = ledger
+
+    def _record(self, kind: str, queries: int, rows: int, seconds: float) -> None:
+        self.load.add(kind, queries, rows, seconds)
+        if self.ledger is not None:
+            try:
+                self.ledger.add(kind, queries, rows, seconds)
+            except OSError:
+                pass  # the figures are for people: a full disk must not fail a load
 
     def describe(self) -> str:
         return self.client.describe()
@@ -75,7 +144,7 @@ class MeteredHistorian:
     def list_tags(self) -> list[TagInfo]:
         started = time.monotonic()
         tags = self.client.list_tags()
-        self.load.add("catalog", 1, len(tags), time.monotonic() - started)
+        self._record("catalog", 1, len(tags), time.monotonic() - started)
         return tags
 
     def count_points(
@@ -84,25 +153,25 @@ class MeteredHistorian:
         started = time.monotonic()
         counts = self.client.count_points(tags, start_utc, end_utc)
         # A COUNT's rows are the points it counted: what the historian retrieves for it.
-        self.load.add("count", 1, sum(counts.values()), time.monotonic() - started)
+        self._record("count", 1, sum(counts.values()), time.monotonic() - started)
         return counts
 
     def read_history(
         self, tags: Sequence[str], start: datetime, end: datetime
     ) -> Iterator[pa.RecordBatch]:
         batches = iter(self.client.read_history(tags, start, end))
-        self.load.add("read", queries=1)
+        rows, seconds = 0, 0.0
         try:
             while True:
                 started = time.monotonic()
                 batch = next(batches, None)
-                waited = time.monotonic() - started
+                seconds += time.monotonic() - started
                 if batch is None:
-                    self.load.add("read", seconds=waited)
                     return
-                self.load.add("read", rows=batch.num_rows, seconds=waited)
+                rows += batch.num_rows
                 yield batch
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+            self._record("read", 1, rows, seconds)

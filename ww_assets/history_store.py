@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -335,4 +335,133 @@ def status(conn: WarehouseConnection, database: str) -> dict[str, object]:
             }
             for c in per_chunk
         ],
+    }
+
+
+# ---------------------------------------------------------------- the sync: after each watermark
+
+AFTER_WATERMARKS = (
+    "TagName IN {tags:Array(String)} AND DateTime > {lowest:DateTime64(3, 'UTC')} "
+    "AND DateTime < {end:DateTime64(3, 'UTC')} AND toUnixTimestamp64Milli(DateTime) > "
+    "arrayElement({after_ms:Array(Int64)}, indexOf({tags:Array(String)}, TagName))"
+)
+"""The rows of each tag after its own watermark, before `end` (parameters: `after_params`)."""
+
+
+def after_params(after: Mapping[str, datetime], end: datetime) -> dict[str, object]:
+    tags = sorted(after)
+    return {
+        "tags": tags,
+        "after_ms": [_epoch_ms(after[t]) for t in tags],
+        "lowest": naive_utc(min(after.values())),
+        "end": naive_utc(end),
+    }
+
+
+def _epoch_ms(moment: datetime) -> int:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return round(aware.timestamp() * 1000)
+
+
+def append_after(
+    warehouse: Warehouse,
+    after: Mapping[str, datetime],
+    end: datetime,
+    batches: Iterable[pa.RecordBatch],
+) -> SliceStats:
+    """Make each tag's rows in (after[tag], end) exactly its rows in `batches`, in one
+    warehouse session: the sync's whole write.
+
+    Rows at or before a tag's own watermark (a read shared by tags with different watermarks
+    returns some) and rows of other tags are dropped before insert. All rows go in under one
+    `LoadId`; then one count, and a delete only when a row of an older load lies after a
+    watermark (a load that ran between the sync's watermark read and this insert). The
+    session opens once the source has answered, and only if it returned a row. A failed
+    insert deletes what this load inserted.
+    """
+    started = time.monotonic()
+    stats = SliceStats()
+    table = f"{warehouse.database}.{HISTORY_TABLE}"
+    clipped = _clip_after(batches, after, end, stats)
+    first = next(clipped, None)
+    if first is None:
+        stats.seconds = time.monotonic() - started
+        return stats
+    where = f"{AFTER_WATERMARKS} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
+    with warehouse.connect() as conn:
+        load_id = time.time_ns()
+        params = {**after_params(after, end), "load_id": load_id}
+        try:
+            pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
+            while conn.insert_stream(table, pending):
+                pass
+            older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
+        except BaseException as error:
+            try:
+                conn.command(
+                    f"DELETE FROM {table} WHERE {AFTER_WATERMARKS} "
+                    f"AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
+                    "SETTINGS lightweight_delete_mode = 'lightweight_update'",
+                    params,
+                )
+            except Exception as undo:
+                error.add_note(f"The rows this sync inserted could not be deleted ({undo}).")
+            raise
+        if older.column("n")[0].as_py():
+            conn.command(
+                f"DELETE FROM {table} WHERE {where} "
+                "SETTINGS lightweight_delete_mode = 'lightweight_update'",
+                params,
+            )
+    stats.seconds = time.monotonic() - started
+    return stats
+
+
+def _clip_after(
+    batches: Iterable[pa.RecordBatch],
+    after: Mapping[str, datetime],
+    end: datetime,
+    stats: SliceStats,
+) -> Iterator[pa.Table]:
+    """The rows of `batches` after their tag's watermark and before `end`, counted."""
+    time_type = HISTORY_ARROW_SCHEMA.field("DateTime").type
+    tags = sorted(after)
+    names = pa.array(tags, pa.string())
+    marks = pa.array(
+        [naive_utc(after[t]).replace(tzinfo=timezone.utc) for t in tags], time_type
+    )
+    hi = pa.scalar(naive_utc(end).replace(tzinfo=timezone.utc), time_type)
+    for batch in batches:
+        table = pa.Table.from_batches([batch]).cast(HISTORY_ARROW_SCHEMA)
+        stats.rejected += table["DateTime"].null_count
+        index = pc.index_in(table["TagName"], value_set=names)
+        own = pc.take(marks, index)
+        keep = pc.and_(pc.greater(table["DateTime"], own), pc.less(table["DateTime"], hi))
+        table = table.filter(pc.fill_null(keep, False))
+        if not table.num_rows:
+            continue
+        low, high = pc.min_max(table["DateTime"]).values()
+        stats.merge(SliceStats(rows=table.num_rows, min_time=low.as_py(), max_time=high.as_py(),
+                               tags_with_rows=set(pc.unique(table["TagName"]).to_pylist())))  # fmt: skip
+        yield table
+
+
+def counts_by_bucket(
+    conn: WarehouseConnection,
+    database: str,
+    tags: list[str],
+    start: datetime,
+    end: datetime,
+    bucket_s: int,
+) -> dict[tuple[str, datetime], int]:
+    """Rows per (tag, bucket start) in [start, end), buckets of `bucket_s` seconds from the
+    epoch, as a plain SELECT sees them."""
+    table = conn.query(
+        "SELECT TagName, intDiv(toUnixTimestamp64Milli(DateTime), {ms:Int64}) AS b, "
+        f"count() AS n FROM {database}.{HISTORY_TABLE} WHERE {SLICE} GROUP BY TagName, b",
+        {**slice_params(tags, start, end), "ms": int(bucket_s) * 1000},
+    )
+    return {
+        (r["TagName"], datetime.fromtimestamp(r["b"] * bucket_s, timezone.utc)): int(r["n"])
+        for r in table.to_pylist()
     }

@@ -27,33 +27,58 @@ def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> No
     env = _env()
     result = _run(["make", "demo", f"WW_HOME={home}", "DEMO_TAGS=12", "DEMO_DAYS=2"], env, 600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "backfill succeeded" in result.stdout
+    assert "backfill succeeded" in result.stdout and "sync succeeded" in result.stdout
+    # progress lines (the runs' log, on stderr) and a summary, not Dagster's event stream or
+    # its preview warnings
+    assert "partition 1/2:" in result.stderr and "run total:" in result.stderr
+    for noise in ("DEBUG", "STEP_START", "BetaWarning", "PreviewWarning", "Traceback"):
+        assert noise not in result.stdout + result.stderr, noise
     status = _run([str(WW), "status", "--json"], _env(WW_HOME=str(home)))
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
 
     today = datetime.now(timezone.utc).date()
+    # the backfill's complete days, then the sync up to the plant's newest point
+    newest = datetime.fromisoformat(report["newest_data"])
     with sqlite3.connect(home / "historian.sqlite") as conn:
+        plant_newest = conn.execute(
+            "SELECT max(p.DateTime) FROM Points p JOIN TagRef t USING (TagName) "
+            "WHERE t.TagName NOT LIKE 'Sys%' AND t.TagType IN (1, 2, 3)"
+        ).fetchone()[0]
+        assert f"{newest:%Y-%m-%d %H:%M:%S.%f}"[:-3] == plant_newest
         expected = conn.execute(
             "SELECT count(*), count(DISTINCT p.TagName) FROM Points p JOIN TagRef r USING (TagName) "
             "JOIN Tag t USING (TagName) WHERE t.AcquisitionType <> 3 AND r.TagType IN (1, 2, 3) "
-            "AND p.DateTime >= ? AND p.DateTime < ?",
-            (f"{today - timedelta(days=2)} 00:00:00.000", f"{today} 00:00:00.000"),
+            "AND p.DateTime >= ? AND p.DateTime <= ?",
+            (f"{today - timedelta(days=2)} 00:00:00.000", f"{newest:%Y-%m-%d %H:%M:%S.%f}"[:-3]),
         ).fetchone()
     assert report["total_data_points"] == expected[0] > 10_000
     assert report["total_tags"] == expected[1]
     assert report["oldest_data"].startswith(str(today - timedelta(days=2)))
     assert sum(c["rows"] for c in report["chunks"]) == expected[0]
-    assert all(c["days"] == 2 for c in report["chunks"])
+    assert report["checks"]["partitions_verified"] == report["checks"]["partitions_loaded"] == 2
     assert (home / "dagster" / "dagster.yaml").exists()  # runs are kept under WW_HOME
+    # the historian's load of the last 24 h, as every metered client on this machine recorded it
+    load = report["historian_load"]
+    assert load["read"]["queries"] >= 2 and load["read"]["rows"] >= expected[0]
+    assert load["catalog"]["queries"] >= 1 and load["queries_per_minute"] > 0
+    text = _run([str(WW), "status"], _env(WW_HOME=str(home)))
+    assert "historian load, last 24 h" in text.stdout and "  read " in text.stdout
 
 
-def test_status_on_an_empty_warehouse(tmp_path: Path) -> None:
-    result = _run([str(WW), "status", "--json"], _env(WW_HOME=str(tmp_path)))
+def test_status_on_an_empty_home_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "nothing-here"
+    result = _run([str(WW), "status", "--json"], _env(WW_HOME=str(home)))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["total_data_points"] == 0 and report["newest_data"] is None
-    assert report["chunks"] == []
+    assert report["chunks"] == [] and "make demo" in report["note"]
+    text = _run([str(WW), "status"], _env(WW_HOME=str(home)))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.strip() == (f"nothing stored in WW_HOME={home} yet: start with `make demo` "
+                                   "(or `ww simulate create`, then `ww backfill`)")
+    assert not text.stderr and not home.exists()
+    assert report["historian_load"]["read"] == {"queries": 0, "rows": 0, "seconds": 0.0}
 
 
 def test_bad_configuration_names_the_variable(tmp_path: Path) -> None:

@@ -16,8 +16,11 @@ from ww_assets_tests.test_history_query import parse_tsql
 
 
 @pytest.fixture
-def recent(pipeline: Pipeline) -> Pipeline:
-    """A plant of 6 tags with 4 days of history up to now, every complete day loaded."""
+def recent(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Pipeline:
+    """A plant of 6 tags with 4 days of history up to now, every complete day loaded; the
+    reconciliation compares every one of them."""
+    monkeypatch.setenv("WONDERWARE_PIPELINE_RECONCILE_AGES", "1,2,3,4")
+    pipeline.reload()
     now = datetime.now(timezone.utc)
     first = now.date() - timedelta(days=4)
     plant.create_plant(

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from ww_assets.emulator import store
-from ww_assets.sync_plan import plan_sync
+from ww_assets.sync_plan import plan_sync, recount_buckets
 from ww_assets.tag_cache import CACHE_KEY
 from ww_assets.wonderware.sync import SYNC_KEY, SYNC_RUN_TAG, refresh_request
 from ww_assets_tests.conftest import Pipeline, RedisServer
@@ -27,33 +27,53 @@ NAMES = sorted(t.name for t in TAGS)
 # ---------------------------------------------------------------- pure planning
 
 
-def test_plan_gives_slow_tags_their_own_window_from_their_watermark() -> None:
+def test_plan_reads_each_tag_from_its_own_watermark_and_a_slow_tag_alone() -> None:
     now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
-    windows = plan_sync(
-        {"chunk-0001": ["a", "b", "c"]},
-        {"a": now - timedelta(seconds=30), "b": now - timedelta(hours=5)},
-        now=now,
-        lookback=timedelta(minutes=15),
-        safety_margin=timedelta(seconds=5),
-        fallback_start=now - timedelta(hours=1),
-        horizon=now - timedelta(days=2),
-    )
-    current, behind = windows
-    assert current.tags == ("a",) and not current.behind
-    assert current.start == now - timedelta(seconds=30) - timedelta(minutes=15)
-    assert behind.tags == ("b", "c") and behind.behind
-    assert behind.start == now - timedelta(hours=5, minutes=15)  # b's, older than c's fallback
-    assert current.end == behind.end == now - timedelta(seconds=5)
+    marks = {"a": now - timedelta(seconds=61), "a2": now - timedelta(seconds=62),
+             "b": now - timedelta(hours=5)}  # fmt: skip
+    reads = plan_sync(
+        ["a", "a2", "b", "c"], marks, now=now, safety_margin=timedelta(seconds=5),
+        fallback_start=now - timedelta(hours=1), horizon=now - timedelta(days=2),
+    )  # fmt: skip
+    slow, fallback, current = reads
+    assert slow.tags == ("b",) and slow.start == marks["b"] + timedelta(milliseconds=1)
+    assert fallback.tags == ("c",) and fallback.start == now - timedelta(hours=1)
+    # close watermarks share a read; each tag keeps only what lies after its own
+    assert current.tags == ("a2", "a") and current.after == (marks["a2"], marks["a"])
+    assert current.start == marks["a2"] + timedelta(milliseconds=1)
+    assert {r.end for r in reads} == {now - timedelta(seconds=5)}
+
+
+def test_plan_bounds_what_a_shared_read_reads_again_and_its_size() -> None:
+    now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    end = now
+    marks = {f"t{i:04d}": now - timedelta(seconds=60 + i % 120) for i in range(1_500)}
+    reads = plan_sync(list(marks), marks, now=now, safety_margin=timedelta(0),
+                      fallback_start=now, horizon=now - timedelta(days=2), max_tags=500)  # fmt: skip
+    assert sorted(t for r in reads for t in r.tags) == sorted(marks)
+    assert all(len(r.tags) <= 500 for r in reads) and len(reads) <= 3 + 5
+    for read in reads:
+        for mark in read.after:
+            assert mark - read.after[0] <= 0.2 * (end - mark)
 
 
 def test_plan_never_starts_before_the_horizon() -> None:
     now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
     horizon = now - timedelta(days=1)
-    (window,) = plan_sync(
-        {"c": ["x"]}, {"x": now - timedelta(days=30)}, now=now, lookback=timedelta(minutes=15),
+    (read,) = plan_sync(
+        ["x"], {"x": now - timedelta(days=30)}, now=now,
         safety_margin=timedelta(0), fallback_start=now, horizon=horizon,
-    )
-    assert window.start == horizon
+    )  # fmt: skip
+    assert read.start == horizon
+
+
+def test_recount_buckets_are_aligned_quarter_hours_ending_at_the_end() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    since = datetime(2025, 11, 3, 10, 7, tzinfo=UTC)
+    end = datetime(2025, 11, 3, 10, 40, 30, tzinfo=UTC)
+    buckets = recount_buckets(since, end, timedelta(minutes=15), epoch)
+    assert [b[0].strftime("%H:%M") for b in buckets] == ["10:00", "10:15", "10:30"]
+    assert buckets[-1][1] == end
 
 
 # ---------------------------------------------------------------- with real parts
@@ -128,22 +148,39 @@ def test_first_sync_loads_the_initial_lookback_and_says_so(synced: Pipeline) -> 
     assert metadata["tags_with_new_points"].value == 4
 
 
-def test_new_late_and_slow_points_arrive_with_the_next_sync(synced: Pipeline) -> None:
+def test_new_late_and_slow_points_arrive_with_the_next_sync_or_its_recount(
+    synced: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert _sync(synced).success
     now = datetime.now(UTC)
+    path = synced.settings.historian_sqlite
     # new points after the last sync
-    _add(synced.settings.historian_sqlite, _points(now - timedelta(seconds=25), now, "Fast.Flow", 5, 9.0))
+    _add(path, _points(now - timedelta(seconds=25), now, "Fast.Flow", 5, 9.0))
     # a late point inside the lookback, behind the newest point
-    _add(synced.settings.historian_sqlite,
-          [("Pump's;--State", now - timedelta(minutes=4, milliseconds=3), 1.0, "1.0", 0, 192, 192)])
+    late = ("Pump's;--State", now - timedelta(minutes=8, milliseconds=3), 1.0, "1.0", 0, 192, 192)
+    _add(path, [late])
     # store-and-forward: the slow tag's points from hours ago arrive only now
-    _add(synced.settings.historian_sqlite,
-          _points(now - timedelta(hours=2, minutes=59), now - timedelta(hours=1), "Slow.Setpoint", 300, 70.0))
-    result = _sync(synced)
+    _add(path, _points(now - timedelta(hours=2, minutes=59), now - timedelta(hours=1), "Slow.Setpoint", 300, 70.0))
+    result = _sync(synced)  # no recount due yet (WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL)
     assert result.success
-    assert _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC)) > 1000
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["tags_with_new_points"].value >= 2  # Fast.Flow and Slow.Setpoint
+    assert not metadata["recounted"].value
+    # the burst lies after its tag's watermark: the sync's own read brings it, each row once
+    assert metadata["historian_read_rows"].value == metadata["rows"].value
+    with pytest.raises(AssertionError):  # the point behind a newer one is not read...
+        _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC))
+
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL", "0")
+    synced.reload()
+    result = _sync(synced)  # ...until the recount: counts differ for one tag and quarter hour
+    assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert metadata["recounted"].value
+    repaired = metadata["recount_repaired"].value
+    assert len(repaired) == 1 and repaired[0].startswith("Pump's;--State ")
+    assert metadata["historian_count_queries"].value >= 1
+    assert _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC)) > 1000
 
 
 def test_sync_then_backfill_and_backfill_then_sync_stay_exact(
@@ -249,8 +286,8 @@ def test_schedules_sync_stopped_by_default_and_refresh_recent_days(synced: Pipel
         instance=synced.instance,
         scheduled_execution_time=datetime(2025, 11, 4, 0, 15, tzinfo=UTC),
     )
-    (request,) = refresh.evaluate_tick(context).run_requests
-    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-02"
+    (request,) = refresh.evaluate_tick(context).run_requests  # the last day: REFRESH_DAYS=1
+    assert request.tags["dagster/asset_partition_range_start"] == "chunk-0001|2025-11-03"
     assert request.tags["dagster/asset_partition_range_end"] == "chunk-0001|2025-11-03"
     assert refresh_request([], datetime(2025, 1, 1).date(), 2, date(2024, 1, 1)) is None
 

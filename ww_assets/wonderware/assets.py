@@ -1,24 +1,25 @@
 """The tag catalog and the day × tag-chunk history assets."""
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from functools import partial
 from typing import NamedTuple
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
-from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
-from ww_assets.read_ahead import ReadAhead, ReadsAhead
+from ww_assets.read_ahead import ReadsAhead
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.partitions import (
     ONLY_TAGS_TAG,
+    ROWS_READ,
     TAG_CHUNKS,
     history_partitions,
     only_tags,
@@ -140,10 +141,11 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                      else partial(iter, ()) for s in slices]  # fmt: skip
             with ReadsAhead(opens) as reads:
                 for index, part in enumerate(slices):
+                    read: dict[str, int] = {}
                     stats = with_retries(
                         context,
                         f"partition {part.key}",
-                        partial(_copy_read, reads, index, store, part),
+                        partial(_copy_read, reads, index, store, part, read),
                         settings.backoff(),
                     )
                     total.merge(stats)
@@ -158,7 +160,10 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                         f"tags in {stats.seconds:.2f}s"
                         + ("" if part.tags else " (every tag of the chunk is retired)")
                     )
-                    context.add_asset_metadata(_partition_metadata(stats), partition_key=part.key)
+                    context.add_asset_metadata(
+                        {**_partition_metadata(stats), ROWS_READ: dg.MetadataValue.json(read)},
+                        partition_key=part.key,
+                    )
         elapsed = time.monotonic() - started
         context.log.info(
             f"run total: {total.rows} rows from {len(total.tags_with_rows)} tags in "
@@ -213,17 +218,22 @@ class _Slice(NamedTuple):
 
 
 def _copy_read(
-    reads: ReadsAhead[pa.RecordBatch], index: int, store: Warehouse, part: _Slice
+    reads: ReadsAhead[pa.RecordBatch],
+    index: int,
+    store: Warehouse,
+    part: _Slice,
+    read: dict[str, int],
 ) -> SliceStats:
-    """Replace `part`'s slice with read `index` of `reads` (a fresh read on a retry)."""
+    """Replace `part`'s slice with read `index` of `reads` (a fresh read on a retry); `read`
+    gets the rows per tag the historian returned."""
+    read.clear()
+    read.update(dict.fromkeys(part.tags, 0))
     with reads.read(index) as batches:
-        return replace_slice(store, part.tags, part.start, part.end, batches)
+        return replace_slice(store, part.tags, part.start, part.end, _tally(batches, read))
 
 
-def copy_slice(
-    client: HistorianClient, store: Warehouse, tags: Sequence[str], start: datetime, end: datetime
-) -> SliceStats:
-    """Replace the slice of `tags` in [start, end) with what the historian stores there; the
-    historian's next batches are fetched while the current ones are inserted."""
-    with ReadAhead(client.read_history(tags, start, end)) as batches:
-        return replace_slice(store, list(tags), start, end, batches)
+def _tally(batches: Iterable[pa.RecordBatch], read: dict[str, int]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        for item in pc.value_counts(batch.column("TagName")).to_pylist():
+            read[item["values"]] = read.get(item["values"], 0) + item["counts"]
+        yield batch

@@ -47,7 +47,7 @@ from ww_assets.quality_sql import (
 )
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.assets import HISTORY_KEY
-from ww_assets.wonderware.partitions import history_partitions, only_tags, split_key
+from ww_assets.wonderware.partitions import ROWS_READ, history_partitions, only_tags, split_key
 from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 from ww_assets.wonderware.sync import SYNC_KEY
 
@@ -91,10 +91,11 @@ def _chunks(keys: Sequence[str], store: Warehouse, only: set[str] | None) -> lis
     return list(chunks.values())
 
 
-def _latest_materializations(
+def _latest_loads(
     context: dg.AssetCheckExecutionContext, keys: Sequence[str]
-) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
-    """Each checked partition's latest materialization: what its results point at."""
+) -> dict[str, tuple[AssetCheckEvaluationTargetMaterializationData, dict[str, int] | None]]:
+    """Each checked partition's latest materialization, with the rows per tag its load read
+    from the historian when that load ran in this run (else None)."""
     ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
         HISTORY_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys)
     )
@@ -105,12 +106,21 @@ def _latest_materializations(
         limit=len(ids),
     ).records
     return {
-        r.partition_key: AssetCheckEvaluationTargetMaterializationData(
-            storage_id=r.storage_id, run_id=r.event_log_entry.run_id, timestamp=r.timestamp
+        r.partition_key: (
+            AssetCheckEvaluationTargetMaterializationData(
+                storage_id=r.storage_id, run_id=r.event_log_entry.run_id, timestamp=r.timestamp
+            ),
+            _rows_read(r) if r.event_log_entry.run_id == context.run.run_id else None,
         )
         for r in records
         if r.partition_key is not None
     }
+
+
+def _rows_read(record: dg.EventLogRecord) -> dict[str, int] | None:
+    materialization = record.asset_materialization
+    value = materialization.metadata.get(ROWS_READ) if materialization else None
+    return dict(value.value) if value is not None else None  # type: ignore[arg-type]
 
 
 def _evaluation(
@@ -154,8 +164,10 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
             ROWCOUNT,
             "Blocking (ERROR). The rows in ClickHouse for the partition's slice (its chunk's "
             "active tags in [day, day + 1) UTC, as a plain SELECT sees them) equal the "
-            "historian's count of the same slice, asked with one COUNT query in the "
-            "`historian` pool. Metadata: both numbers and the tags that differ.",
+            "historian's count of the same slice: the rows the historian returned to the load "
+            "when the load ran in the same run (WONDERWARE_PIPELINE_ROWCOUNT_SOURCE=load), "
+            "else one COUNT query in the `historian` pool. Metadata: both numbers, where the "
+            "historian's came from, and the tags that differ.",
         ),
         spec(
             NO_DUPLICATES,
@@ -197,7 +209,8 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         keys = _partitions_to_check(context)
         with gc_frozen():
             yield from _history_evaluations(
-                context, keys, selected, historian.client(), warehouse.warehouse(), limits
+                context, keys, selected, historian.client(), warehouse.warehouse(), limits,
+                settings.rowcount_source == "load",
             )
         for spec_ in specs:
             if spec_.name in selected:
@@ -241,18 +254,25 @@ def _history_evaluations(
     client: HistorianClient,
     warehouse: Warehouse,
     limits: _Limits,
+    reuse_reads: bool,
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """The selected checks' evaluations of the partitions `keys`, chunk by chunk."""
     if not keys:
         return
     store = HeldSessions(warehouse)
     now = datetime.now(timezone.utc)
-    targets = _latest_materializations(context, keys)
+    loads = _latest_loads(context, keys)
+    targets = {key: target for key, (target, _) in loads.items()}
+    # What this run's own loads read is the historian's count of their slices: a complete
+    # day changes only by late data, which the reconciliation finds (no second pass here).
+    read = {key: rows for key, (_, rows) in loads.items() if rows is not None and reuse_reads}
     groups = _chunks(keys, store, only_tags(context.run.tags))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
     try:
         counting = {
-            group.chunk: pool.submit(source_counts, client, group.tags, list(group.days))
+            group.chunk: pool.submit(
+                source_counts, client, group.tags, [d for d, k in group.days.items() if k not in read]
+            )
             for group in groups
             if ROWCOUNT in selected
         }
@@ -276,9 +296,12 @@ def _history_evaluations(
             if group.chunk in counting:
                 expected = counting[group.chunk].result()
                 for day, key in group.days.items():
+                    counted = key not in read
                     yield _rowcount_evaluation(
-                        key, targets.get(key), expected[day], stored[group.chunk][day]
-                    )
+                        key, targets.get(key),
+                        expected[day] if counted else {t: read[key].get(t, 0) for t in group.tags},
+                        stored[group.chunk][day], "historian COUNT" if counted else "load's read",
+                    )  # fmt: skip
     finally:
         store.close()
         pool.shutdown(cancel_futures=True)
@@ -289,6 +312,7 @@ def _rowcount_evaluation(
     target: AssetCheckEvaluationTargetMaterializationData | None,
     expected: dict[str, int],
     actual: dict[str, int],
+    source: str,
 ) -> dg.AssetCheckEvaluation:
     want, have = sum(expected.values()), sum(actual.values())
     mismatches = count_mismatches(expected, actual)
@@ -301,6 +325,7 @@ def _rowcount_evaluation(
             "tags": len(actual),
             "tags_differing": len(mismatches),
             "differing_tags": dg.MetadataValue.json(mismatches[:20]),
+            "historian_rows_from": source,
         },
         description=f"historian {want} rows, ClickHouse {have} rows",
     )  # fmt: skip

@@ -10,6 +10,9 @@ import dagster as dg
 
 TAG_CHUNKS = dg.DynamicPartitionsDefinition(name="tag_chunks")
 
+ROWS_READ = "historian_rows_by_tag"
+"""A history partition's metadata: the rows per tag its load read from the historian."""
+
 ONLY_TAGS_TAG = "ww/tags"
 """Run tag: a JSON list of tags; the run loads (and checks) only these tags' slices."""
 

@@ -1,7 +1,8 @@
 """Self-healing reconciliation: count per (day, chunk) on both sides, reload what differs.
 
-A scheduled job compares the historian's counts with ClickHouse's over the last
-WONDERWARE_PIPELINE_RECONCILE_DAYS complete days and records its findings as an observation
+A scheduled job compares the historian's counts with ClickHouse's for the days at the ages in
+WONDERWARE_PIPELINE_RECONCILE_AGES (7: the day a week ago; each day is counted once per age,
+a COUNT costing the historian about a read) and records its findings as an observation
 of `wonderware/history`; a run-status sensor then requests one run of exactly each partition
 that differs, tagged with why.
 """
@@ -35,10 +36,12 @@ FINDINGS_SCHEMA = dg.TableSchema(
 )
 
 
-def reconcile_days(settings: Settings, today: date) -> tuple[date, date] | None:
-    """The complete UTC days to compare: the last `reconcile_days` before `today`, not before
-    the first history partition."""
-    return complete_days(today, settings.backfill_oldest_time.date(), settings.reconcile_days)
+def reconcile_days(settings: Settings, today: date) -> list[date]:
+    """The complete UTC days to compare: those at the ages in `reconcile_ages` before
+    `today`, none before the first history partition; oldest first."""
+    oldest = settings.backfill_oldest_time.date()
+    days = (today - timedelta(days=age) for age in settings.reconcile_ages)
+    return sorted(day for day in days if day >= oldest)
 
 
 def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
@@ -48,19 +51,18 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
         historian: HistorianResource,
         warehouse: WarehouseResource,
     ):  # type: ignore[no-untyped-def]
-        """Counts every (day, chunk) of the last complete days in the historian and in
-        ClickHouse; outputs the history partitions whose counts differ."""
-        days = reconcile_days(settings, datetime.now(timezone.utc).date())
+        """Counts every (day, chunk) of the days at the configured ages in the historian and
+        in ClickHouse; outputs the history partitions whose counts differ."""
+        all_days = reconcile_days(settings, datetime.now(timezone.utc).date())
         chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
-        if days is None or not chunks:
-            context.log.info("nothing to reconcile: no complete day or no tag chunk yet")
+        if not all_days or not chunks:
+            context.log.info("nothing to reconcile: no day of those ages or no tag chunk yet")
             yield dg.Output([])
             return
-        first, last = days
+        first, last = all_days[0], all_days[-1]
         client = historian.client()
         store = warehouse.warehouse()
         tags_by_chunk = read_active_tags(store)
-        all_days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
         counts: dict[str, tuple[int, int]] = {}
         differing: list[str] = []
         for chunk in chunks:
@@ -92,10 +94,12 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
         ]
         yield dg.AssetObservation(
             asset_key=HISTORY_KEY,
-            description=f"reconciliation of {first} .. {last}: {len(differing)} partitions differ",
+            description=f"reconciliation of {', '.join(map(str, all_days))}: "
+            f"{len(differing)} partitions differ",
             metadata={
                 "first_day": first.isoformat(),
                 "last_day": last.isoformat(),
+                "days": dg.MetadataValue.json([d.isoformat() for d in all_days]),
                 "partitions_compared": len(counts),
                 "partitions_differing": len(differing),
                 "partitions_verified": sum(1 for v in verdicts.values() if v.verified),
@@ -106,6 +110,7 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
                     ]
                 ),
                 "coverage": dg.MetadataValue.table(records, FINDINGS_SCHEMA),
+                **client.load.metadata(),
             },
         )
         yield dg.Output(differing)
@@ -113,7 +118,7 @@ def build_reconcile_job(settings: Settings) -> dg.JobDefinition:
     @dg.job(
         name="wonderware_reconcile_job",
         description="Compares per (day, chunk) row counts between the historian and ClickHouse "
-        "over the last WONDERWARE_PIPELINE_RECONCILE_DAYS complete days; "
+        "for the days at the ages in WONDERWARE_PIPELINE_RECONCILE_AGES; "
         "`reconcile_repair_sensor` reloads the partitions that differ.",
         tags={REASON_TAG: "reconcile"},
     )

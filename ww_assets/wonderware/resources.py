@@ -14,7 +14,7 @@ from ww_assets.historian import (
     HistorianClient,
     SqlServerHistorian,
 )
-from ww_assets.historian_meter import MeteredHistorian
+from ww_assets.historian_meter import HistorianLedger, MeteredHistorian
 from ww_assets.resilience import CircuitBreaker
 from ww_assets.tag_cache import TagCache
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse
@@ -38,6 +38,7 @@ class HistorianResource(dg.ConfigurableResource):
     breaker_dir: str = ".ww/breakers"
     breaker_threshold: int = 5
     breaker_reset_s: int = 60
+    ledger_path: str = ".ww/historian_load.json"
 
     def client(self) -> MeteredHistorian:
         """The backend behind a circuit breaker shared by every process on this machine,
@@ -50,7 +51,8 @@ class HistorianResource(dg.ConfigurableResource):
             threshold=self.breaker_threshold,
             reset_s=self.breaker_reset_s,
         )
-        return MeteredHistorian(GuardedHistorian(client, breaker))
+        ledger = HistorianLedger(Path(self.ledger_path))
+        return MeteredHistorian(GuardedHistorian(client, breaker), ledger=ledger)
 
     def _backend(self) -> HistorianClient:
         if self.host:
@@ -137,6 +139,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             breaker_dir=str(settings.breaker_dir),
             breaker_threshold=settings.breaker_threshold,
             breaker_reset_s=settings.breaker_reset_s,
+            ledger_path=str(settings.historian_ledger),
         ),
         "warehouse": WarehouseResource(
             host=settings.clickhouse_host,

@@ -1,22 +1,31 @@
 """The incremental sync: asset, its job, the sensor and schedule that trigger it, and the
-nightly refresh of the most recent days (late data beyond the sync's lookback)."""
+nightly refresh of the most recent days (late data the sync's recount did not reach)."""
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
 
 import dagster as dg
+import pyarrow as pa
 
 from ww_assets.config import Settings
+from ww_assets.historian import HistorianClient
+from ww_assets.history_query import day_bounds
 from ww_assets.history_store import (
     SliceStats,
     active_tags_by_chunk,
+    append_after,
+    counts_by_bucket,
     ensure_schema,
+    replace_slice,
     tag_watermarks,
 )
-from ww_assets.history_query import day_bounds
-from ww_assets.sync_plan import plan_sync
-from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY, copy_slice
+from ww_assets.read_ahead import ReadsAhead
+from ww_assets.sync_plan import SyncRead, plan_sync, recount_buckets
+from ww_assets.warehouse import HeldSessions, Warehouse
+from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
 from ww_assets.wonderware.jobs import cron_setting, history_job
 from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key, split_key
 from ww_assets.wonderware.resources import (
@@ -42,6 +51,11 @@ ACTIVE_RUN_STATUSES = [
 ]
 
 
+RECOUNT_BUCKET = timedelta(minutes=15)
+"""The recount compares counts per tag and quarter hour; a difference re-reads that much."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         key=SYNC_KEY,
@@ -57,73 +71,166 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         tag_cache: TagCacheResource,
     ) -> dg.MaterializeResult:
-        """Today's points, within about a minute: for every tag chunk, re-reads each tag from
-        its own newest loaded point minus the lookback (WONDERWARE_PIPELINE_SYNC_LOOKBACK) up
-        to now minus the safety margin, and replaces exactly that window in
-        `WonderwareHistory`. Slow tags and store-and-forward bursts behind the newest point
-        are read too; nothing is skipped by a global watermark."""
+        """Today's points, within about a minute: every tag is read from its own newest
+        loaded point, exclusive, up to now minus the safety margin, and its new points are
+        appended to `WonderwareHistory` (one warehouse session). A store-and-forward burst
+        of a silent tag lies after its watermark and arrives with the next sync. Points that
+        arrive behind a tag's newest point are found by the recount, every
+        WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL seconds: per tag and quarter hour since the
+        previous recount minus WONDERWARE_PIPELINE_SYNC_LOOKBACK, the historian's count
+        against ClickHouse's, and only what differs is read again."""
         started = time.monotonic()
         now = datetime.now(timezone.utc)
-        store = warehouse.warehouse()
         client = historian.client()
         horizon = day_bounds(now.date() - timedelta(days=settings.refresh_days))[0]
-        with permanent_faults_fail_now("reading the catalog and watermarks"):
-            with store.connect() as conn:
-                ensure_schema(conn, store.database)
-                tags_by_chunk = active_tags_by_chunk(conn, store.database)
-                before = tag_watermarks(conn, store.database, horizon)
-        if not tags_by_chunk:
-            raise dg.Failure(
-                "the tag catalog is empty: materialize wonderware/tags first", allow_retries=False
+        with HeldSessions(warehouse.warehouse()) as store:
+            with permanent_faults_fail_now("reading the catalog and watermarks"):
+                with store.connect() as conn:
+                    ensure_schema(conn, store.database)
+                    tags_by_chunk = active_tags_by_chunk(conn, store.database)
+                    before = tag_watermarks(conn, store.database, horizon)
+            if not tags_by_chunk:
+                raise dg.Failure(
+                    "the tag catalog is empty: materialize wonderware/tags first",
+                    allow_retries=False,
+                )
+            tags_by_chunk = _limit_to_cached_tags(tags_by_chunk, tag_cache, context)
+            tags = sorted(t for chunk_tags in tags_by_chunk.values() for t in chunk_tags)
+            fallback = horizon
+            if any(t not in before for t in tags):
+                fallback, why = _first_sync_start(context.instance, now, settings)
+                if not before:
+                    context.log.info(f"first sync on an empty table: starting {why}")
+            reads = plan_sync(
+                tags,
+                before,
+                now=now,
+                safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
+                fallback_start=fallback,
+                horizon=horizon,
+                max_tags=settings.sync_tags_per_read,
             )
-        tags_by_chunk = _limit_to_cached_tags(tags_by_chunk, tag_cache, context)
-        fallback = horizon
-        if any(t not in before for tags in tags_by_chunk.values() for t in tags):
-            fallback, why = _first_sync_start(context.instance, now, settings)
-            if not before:
-                context.log.info(f"first sync on an empty table: starting {why}")
-        windows = plan_sync(
-            tags_by_chunk,
-            before,
-            now=now,
-            lookback=timedelta(seconds=settings.sync_lookback_s),
-            safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
-            fallback_start=fallback,
-            horizon=horizon,
-        )
-        total = SliceStats()
-        for number, window in enumerate(windows, start=1):
-            stats = with_retries(
-                context,
-                f"sync window {window.chunk} {window.start:%H:%M:%S}",
-                partial(copy_slice, client, store, window.tags, window.start, window.end),
-                settings.backoff(),
+            end = now - timedelta(seconds=settings.sync_safety_margin_s)
+            total = with_retries(
+                context, "sync", partial(_append_reads, client, store, reads), settings.backoff()
             )
-            total.merge(stats)
             context.log.info(
-                f"window {number}/{len(windows)}: {window.chunk} "
-                f"{'behind' if window.behind else 'current'} {len(window.tags)} tags "
-                f"{window.start:%Y-%m-%d %H:%M:%S} → {window.end:%H:%M:%S}: {stats.rows} rows"
+                f"{len(reads)} historian reads for {sum(len(r.tags) for r in reads)} tags: "
+                f"{total.rows} new rows"
             )
-        with store.connect() as conn:
-            after = tag_watermarks(conn, store.database, horizon)
+            recounted_until = _recounted_until(context.instance)
+            recount = None
+            if recounted_until is None:
+                recounted_until = end  # the first sync read everything up to `end`
+            elif (end - recounted_until).total_seconds() >= settings.sync_recount_interval_s:
+                since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
+                recount = with_retries(
+                    context, "sync recount",
+                    partial(_recount, client, store, tags, since, end, settings.sync_tags_per_read),
+                    settings.backoff(),
+                )  # fmt: skip
+                recounted_until = end
+                context.log.info(
+                    f"recount {since:%H:%M} → {end:%H:%M}: {len(recount.repaired)} tag "
+                    f"intervals differed, {recount.stats.rows} rows read again"
+                )
+                total.merge(recount.stats)
+            with store.connect() as conn:
+                after = tag_watermarks(conn, store.database, horizon)
         newest = max(after.values(), default=None)
         advanced = sum(1 for tag, moment in after.items() if tag not in before or moment > before[tag])
         lag = (datetime.now(timezone.utc) - newest).total_seconds() if newest else None
         return dg.MaterializeResult(
             metadata={
                 "rows": total.rows,
-                "windows": len(windows),
+                "historian_reads_planned": len(reads),
                 "tags_with_new_points": advanced,
+                "recounted": recount is not None,
+                "recounted_until": recounted_until.isoformat(),
+                "recount_repaired": dg.MetadataValue.json(
+                    [f"{tag} {start:%Y-%m-%d %H:%M}" for tag, start in recount.repaired[:100]]
+                    if recount else []
+                ),
                 "oldest_point_loaded": total.min_time.isoformat() if total.min_time else "",
                 "newest_point_loaded": total.max_time.isoformat() if total.max_time else "",
                 "newest_point": newest.isoformat() if newest else "",
                 "lag_seconds": dg.MetadataValue.float(round(lag, 1) if lag is not None else -1.0),
                 "duration_s": round(time.monotonic() - started, 3),
+                **client.load.metadata(),
             }
         )
 
     return history_sync
+
+
+def _append_reads(client: HistorianClient, store: Warehouse, reads: list[SyncRead]) -> SliceStats:
+    """Every read's rows after their tag's watermark, appended in one warehouse session; the
+    next read is fetched while the current one is inserted."""
+    if not reads:
+        return SliceStats()
+    after = {tag: mark for read in reads for tag, mark in zip(read.tags, read.after)}
+    opens = [partial(client.read_history, r.tags, r.start, r.end) for r in reads]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with ReadsAhead(opens) as ahead:
+            for index in range(len(reads)):
+                with ahead.read(index) as part:
+                    yield from part
+
+    return append_after(store, after, reads[0].end, batches())
+
+
+@dataclass
+class _Recount:
+    stats: SliceStats = field(default_factory=SliceStats)
+    repaired: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+def _recount(
+    client: HistorianClient,
+    store: Warehouse,
+    tags: list[str],
+    since: datetime,
+    end: datetime,
+    per_read: int,
+) -> _Recount:
+    """Per tag and quarter hour of [since, end): the historian's count against ClickHouse's;
+    each quarter hour that differs is replaced for the tags that differ (late points behind
+    a newer one, or a point the historian revised away)."""
+    buckets = recount_buckets(since, end, RECOUNT_BUCKET, _EPOCH)
+    result = _Recount()
+    if not buckets or not tags:
+        return result
+    with store.connect() as conn:
+        stored = counts_by_bucket(
+            conn, store.database, tags, buckets[0][0], end, int(RECOUNT_BUCKET.total_seconds())
+        )
+    for start, stop in buckets:
+        differing: list[str] = []
+        for first in range(0, len(tags), per_read):
+            group = tags[first:first + per_read]
+            counted = client.count_points(group, start, stop)
+            differing += [t for t in group if counted.get(t, 0) != stored.get((t, start), 0)]
+        if differing:
+            stats = replace_slice(
+                store, differing, start, stop, client.read_history(differing, start, stop)
+            )
+            result.stats.merge(stats)
+            result.repaired += [(t, start) for t in differing]
+    return result
+
+
+def _recounted_until(instance: dg.DagsterInstance) -> datetime | None:
+    """Where the previous sync's recount ended (or its first sync's read)."""
+    event = instance.get_latest_materialization_event(SYNC_KEY)
+    materialization = event.asset_materialization if event else None
+    value = materialization.metadata.get("recounted_until") if materialization else None
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value.value))
+    except ValueError:
+        return None
 
 
 def _limit_to_cached_tags(
