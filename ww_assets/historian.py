@@ -195,7 +195,7 @@ class EmulatorHistorian:
 
 
 class SqlServerHistorian:
-    """AVEVA Historian through SQL Server (`History`/`TagRef` in the Runtime database)."""
+    """AVEVA Historian through SQL Server: `History` and the tag tables of the Runtime database."""
 
     def __init__(
         self,

@@ -42,8 +42,8 @@ def test_make_demo_on_an_empty_home_reports_what_it_loaded(tmp_path: Path) -> No
     newest = datetime.fromisoformat(report["newest_data"])
     with sqlite3.connect(home / "historian.sqlite") as conn:
         plant_newest = conn.execute(
-            "SELECT max(p.DateTime) FROM Points p JOIN TagRef t USING (TagName) "
-            "WHERE t.TagName NOT LIKE 'Sys%' AND t.TagType IN (1, 2, 3)"
+            "SELECT max(p.DateTime) FROM Points p JOIN TagRef r USING (TagName) "
+            "JOIN Tag t USING (TagName) WHERE t.AcquisitionType <> 3 AND r.TagType IN (1, 2, 3)"
         ).fetchone()[0]
         assert f"{newest:%Y-%m-%d %H:%M:%S.%f}"[:-3] == plant_newest
         expected = conn.execute(
