@@ -118,9 +118,9 @@ def _warehouse_errors() -> tuple[type[BaseException], ...]:
 
 
 def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
-    from ww_assets.wonderware.resources import build_resources
+    from ww_assets.wonderware.resources import initialized_resources
 
-    return build_resources(settings)["warehouse"].warehouse()  # type: ignore[attr-defined]
+    return initialized_resources(settings)["warehouse"].warehouse()  # type: ignore[attr-defined]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -318,9 +318,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     from ww_assets.history_store import ensure_schema
-    from ww_assets.wonderware.resources import build_resources
+    from ww_assets.wonderware.resources import initialized_resources
 
-    resources = build_resources(settings)
+    resources = initialized_resources(settings)
     checks: list[tuple[str, Callable[[], str]]] = []
 
     def historian() -> str:

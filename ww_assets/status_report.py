@@ -49,9 +49,9 @@ def status_report(settings: Settings) -> dict[str, Any]:
         report["lag_note"] = None
         return report
     from ww_assets.history_store import ensure_schema, status
-    from ww_assets.wonderware.resources import build_resources
+    from ww_assets.wonderware.resources import initialized_resources
 
-    warehouse = build_resources(settings)["warehouse"].warehouse()  # type: ignore[attr-defined]
+    warehouse = initialized_resources(settings)["warehouse"].warehouse()  # type: ignore[attr-defined]
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
         report = status(conn, warehouse.database)

@@ -260,3 +260,43 @@ def test_sub_millisecond_points_load_unless_two_share_a_millisecond() -> None:
     with pytest.raises(HistorianError, match=r"tag 'Tank 1' has 2 points within the "
                        r"millisecond 2025-11-01 23:59:59\.999 UTC"):
         rows_to_batch([_row("Tank 1", last_ms), _row("Tank 1", last_ms + timedelta(microseconds=400))])
+
+
+# --- ww simulate serve, as a user runs it ---------------------------------------------------
+
+
+def test_ww_simulate_serve_is_what_doctor_and_a_backfill_reach(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+
+    from ww_assets_tests.conftest import REPO, free_port
+    from ww_assets_tests.services import BIN, service_env
+
+    home = tmp_path / "ww"
+    env = service_env({"WW_HOME": str(home)})
+    assert subprocess.run([str(BIN / "ww"), "simulate", "create", "--days", "1", "--tags", "9"],
+                          env=env, cwd=REPO, capture_output=True).returncode == 0  # fmt: skip
+    refused = subprocess.run([str(BIN / "ww"), "simulate", "serve"], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "set WONDERWARE_USERNAME and WONDERWARE_PASSWORD" in refused.stderr
+
+    port = free_port()
+    login = {"WONDERWARE_USERNAME": USER, "WONDERWARE_PASSWORD": PASSWORD}
+    server = subprocess.Popen([str(BIN / "ww"), "simulate", "serve", "--port", str(port)],
+                              env={**env, **login}, cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert f"on 127.0.0.1:{port}" in (server.stdout.readline() if server.stdout else "")
+        wired = {**env, **login, "WONDERWARE_HOST": "127.0.0.1", "WONDERWARE_PORT": str(port)}
+        doctor = subprocess.run([str(BIN / "ww"), "doctor"], env=wired, cwd=REPO,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        historian_line = next(line for line in doctor.stdout.splitlines() if line.startswith("historian"))
+        assert "ok" in historian_line and f"127.0.0.1:{port}" in historian_line, doctor.stdout
+        wrong = subprocess.run([str(BIN / "ww"), "doctor"], env={**wired, "WONDERWARE_PASSWORD": "no"},
+                               cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert wrong.returncode == 1 and f"Login failed for user '{USER}'" in wrong.stdout
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+    with pytest.raises(OSError):  # the port is closed again
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -154,3 +154,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             url=_secret(settings.redis_url, "REDIS_URL"), ttl_s=settings.tag_cache_ttl_s
         ),
     }
+
+
+def initialized_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The resources for use outside a Dagster run (the CLI): `build_resources` with their
+    `dg.EnvVar` secrets resolved, which Dagster does only for runs and sensors (an unresolved
+    one is the variable's *name*, and would be sent as the password)."""
+    return {name: resource.process_config_and_initialize()
+            for name, resource in build_resources(settings).items()}  # fmt: skip
