@@ -153,6 +153,7 @@ def recent(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
     now = datetime.now(UTC)
     first = now.date() - timedelta(days=3)
     monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SAFETY_MARGIN", "0")
+    monkeypatch.setenv("WONDERWARE_PIPELINE_RECONCILE_AGES", "1,2,3")
     plant.create_plant(pipeline.settings.historian_sqlite,
                        datetime(first.year, first.month, first.day, tzinfo=UTC), now, n_tags=6)  # fmt: skip
     server = _serve(pipeline.settings.historian_sqlite)
