@@ -249,21 +249,15 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     """What a person does in the UI, from the command line: refresh the catalog, one range run
     over the last complete days × every tag chunk, then a sync up to now. Prints the runs'
     own log lines (partition progress, warnings), not Dagster's event stream."""
-    import warnings
-
     import dagster as dg
 
-    from ww_assets.definitions import build_definitions
+    from ww_assets.definitions import build_definitions  # it silences Dagster's preview warnings
     from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
     from ww_assets.wonderware.sync import SYNC_KEY
 
-    # The code location uses Dagster APIs marked beta/preview on purpose (pinned minor
-    # version): their warnings are not the user's to act on.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
     settings = with_plant_first_day(settings)  # the partitions the code location has
