@@ -10,7 +10,7 @@ DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
 DEV_PORT ?= 3000
 
-.PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full clean
+.PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full bench-sync clean
 
 $(BIN)/ww: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench: install
 ## bench-full: the same on one backfill run of the size the defaults make (a 50-tag chunk × 31 days at 1 s: 134M rows, ~15 GB in /tmp)
 bench-full: install
 	BENCH_TAGS=50 BENCH_CHUNK_SIZE=50 BENCH_DAYS=31 $(BIN)/python -m bench.run
+
+## bench-sync: the historian load of a day of operation at 1,500 tags (sync a minute apart, late bursts, refresh, reconciliation) and of adding one tag to 2 years
+bench-sync: install
+	$(BIN)/python -m bench.sync_day
 
 clean:
 	rm -rf $(WW_HOME) .pytest_cache

@@ -25,7 +25,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     status = commands.add_parser("status", help="what landed in ClickHouse")
-    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--json", action="store_true",
+                        help="print one JSON object (default: text)")
+    status.add_argument("--serve", action="store_true",
+                        help="serve the JSON document over HTTP at /consumption/wonderware_status "
+                             "until Ctrl-C (default: print it once)")
+    status.add_argument("--port", type=_number(int, 1, 65535), default=4000,
+                        help="port for --serve (default 4000, the replaced system's)")
+    status.add_argument("--host", default="127.0.0.1",
+                        help="address for --serve (default 127.0.0.1: loopback only)")
 
     simulate = commands.add_parser("simulate", help="the emulator's plant")
     actions = simulate.add_subparsers(dest="action", required=True)
@@ -34,13 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="days of history (default 3)")
     create.add_argument("--tags", type=_number(int, 1), default=150,
                         help="number of tags (default 150)")
-    create.add_argument("--seed", type=int, default=7)
+    create.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     extend = actions.add_parser("extend", help="append points up to now")
-    extend.add_argument("--seed", type=int, default=7)
+    extend.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     live = actions.add_parser("live", help="append points as time passes (Ctrl-C stops)")
     live.add_argument("--seconds", type=_number(float, 0), default=None,
-                      help="stop after this long")
-    live.add_argument("--late-probability", type=_number(float, 0, 1), default=0.02)
+                      help="stop after this long (default: run until Ctrl-C)")
+    live.add_argument("--late-probability", type=_number(float, 0, 1), default=0.02,
+                      help="chance per tick of a late store-and-forward burst (default 0.02)")
     serve = actions.add_parser(
         "serve",
         help="serve the plant over TDS as SQL Server does (login: WONDERWARE_USERNAME and "
@@ -51,9 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=_number(int, 0, 65535), default=1433,
                        help="port to listen on (default 1433; 0 picks a free one)")
     more = actions.add_parser("add-tags", help="add tags with history")
-    more.add_argument("count", type=_number(int, 1))
-    more.add_argument("--days", type=_number(float, 0), default=3.0)
-    more.add_argument("--seed", type=int, default=11)
+    more.add_argument("count", type=_number(int, 1), help="how many tags to add")
+    more.add_argument("--days", type=_number(float, 0), default=3.0,
+                      help="days of history for them (default 3)")
+    more.add_argument("--seed", type=int, default=11, help="random seed (default 11)")
 
     backfill = commands.add_parser(
         "backfill", help="materialize wonderware/tags, then wonderware/history through Dagster"
@@ -66,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("doctor", help="configuration and connectivity, one line per system")
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's own usage, not the top-level one
+        sub = commands.choices[args.command]
+        if args.command == "simulate":
+            sub = actions.choices[args.action]
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command in ("status", "doctor"):
         # clickhouse-driver logs every refused connection with its traceback; these commands
         # report the failure themselves, in one line (a backfill's runs keep the driver's log).
@@ -76,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"ww: configuration error: {error}", file=sys.stderr)
         return 2
+    if args.command == "status" and args.serve:
+        return _serve_status(settings, args)
     handler: Callable[[Settings, argparse.Namespace], int] = {
         "status": _status,
         "simulate": _simulate,
@@ -124,7 +141,6 @@ def _warehouse(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    from ww_assets.historian_meter import HistorianLedger
     from ww_assets.status_report import status_report
 
     try:
@@ -132,7 +148,6 @@ def _status(settings: Settings, args: argparse.Namespace) -> int:
     except _warehouse_errors() as error:
         print(f"ww: status: {_warehouse(settings).describe()}: {error}", file=sys.stderr)
         return 1
-    report["historian_load"] = HistorianLedger(settings.historian_ledger).summary()
     if args.json:
         print(json.dumps(report))
         return 0
@@ -161,6 +176,18 @@ def _print_load(load: dict[str, object]) -> None:
     for kind in KINDS:
         k: dict[str, object] = load[kind]  # type: ignore[assignment]
         print(f"  {kind:<8}{k['queries']:>8} queries{k['rows']:>14} rows{k['seconds']:>10} s")
+
+
+def _serve_status(settings: Settings, args: argparse.Namespace) -> int:
+    from ww_assets.status_report import status_report
+    from ww_assets.status_server import serve
+
+    try:
+        serve(lambda: status_report(settings), _warehouse_errors(), args.host, args.port)
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        print(f"ww: status --serve: {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_checks(checks: dict[str, object]) -> None:
@@ -259,21 +286,15 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     """What a person does in the UI, from the command line: refresh the catalog, one range run
     over the last complete days × every tag chunk, then a sync up to now. Prints the runs'
     own log lines (partition progress, warnings), not Dagster's event stream."""
-    import warnings
-
     import dagster as dg
 
-    from ww_assets.definitions import build_definitions
+    from ww_assets.definitions import build_definitions  # it silences Dagster's preview warnings
     from ww_assets.plant_days import with_plant_first_day
     from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
     from ww_assets.wonderware.sensors import range_tags
     from ww_assets.wonderware.sync import SYNC_KEY
 
-    # The code location uses Dagster APIs marked beta/preview on purpose (pinned minor
-    # version): their warnings are not the user's to act on.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
     settings = with_plant_first_day(settings)  # the partitions the code location has
@@ -324,12 +345,21 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     checks: list[tuple[str, Callable[[], str]]] = []
 
     def historian() -> str:
+        if not settings.wonderware_host and not settings.historian_sqlite.exists():
+            from ww_assets.historian import EmulatorHistorian
+
+            # says there is no plant, and how to make one, touching nothing in WW_HOME
+            EmulatorHistorian(settings.historian_sqlite, settings.tag_types).ping()
         client = resources["historian"].client()  # type: ignore[attr-defined]
         client.ping()
         return client.describe()
 
     def warehouse() -> str:
+        from ww_assets.status_report import START_HINT, nothing_stored
+
         store = _warehouse(settings)
+        if nothing_stored(settings):  # chDB would create its store: say so instead
+            return f"{store.describe()}: nothing stored yet; {START_HINT}"
         with store.connect() as conn:
             ensure_schema(conn, store.database)
         return store.describe()
@@ -342,7 +372,7 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
         return f"Redis at {redacted_url(settings.redis_url)}"
 
-    checks = [("config", lambda: f"ok (WW_HOME={settings.home})"),
+    checks = [("config", lambda: f"WW_HOME={settings.home}"),
               ("historian", historian), ("warehouse", warehouse), ("cache", cache)]
     failed = 0
     for name, check in checks:

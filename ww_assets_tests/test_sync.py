@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -55,6 +56,22 @@ def test_plan_bounds_what_a_shared_read_reads_again_and_its_size() -> None:
     for read in reads:
         for mark in read.after:
             assert mark - read.after[0] <= 0.2 * (end - mark)
+
+
+def test_plan_reads_from_the_last_sync_and_sweeps_silent_tags_from_their_own() -> None:
+    now = datetime(2025, 11, 3, 12, 0, tzinfo=UTC)
+    last = now - timedelta(seconds=65)
+    marks = {"fast": last - timedelta(seconds=1), "slow": last - timedelta(minutes=10),
+             "silent": now - timedelta(hours=3)}  # fmt: skip
+    plan = partial(plan_sync, list(marks), marks, now=now, safety_margin=timedelta(seconds=5),
+                   fallback_start=now, horizon=now - timedelta(days=1), read_until=last)  # fmt: skip
+    (current,) = plan(sweep=False)
+    assert current.tags == ("fast", "silent", "slow") and current.start == last
+    assert current.after == (last - timedelta(milliseconds=1),) * 3
+    swept, current = plan(sweep=True)
+    assert swept.tags == ("silent",) and swept.end == last  # silent for longer than 15 min
+    assert swept.start == marks["silent"] + timedelta(milliseconds=1)
+    assert current.start == last and current.end == now - timedelta(seconds=5)
 
 
 def test_plan_never_starts_before_the_horizon() -> None:
@@ -151,22 +168,29 @@ def test_first_sync_loads_the_initial_lookback_and_says_so(synced: Pipeline) -> 
 def test_new_late_and_slow_points_arrive_with_the_next_sync_or_its_recount(
     synced: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _sync(synced).success
+    first = _sync(synced)
+    assert first.success
     now = datetime.now(UTC)
     path = synced.settings.historian_sqlite
-    # new points after the last sync
-    _add(path, _points(now - timedelta(seconds=25), now, "Fast.Flow", 5, 9.0))
+    # new points after the last sync's reads (older ones would be late: the recount's)
+    read_until = datetime.fromisoformat(
+        first.get_asset_materialization_events()[0].materialization.metadata["read_until"].value
+    )
+    _add(path, _points(read_until + timedelta(milliseconds=1), now, "Fast.Flow", 1, 9.0))
     # a late point inside the lookback, behind the newest point
     late = ("Pump's;--State", now - timedelta(minutes=8, milliseconds=3), 1.0, "1.0", 0, 192, 192)
     _add(path, [late])
     # store-and-forward: the slow tag's points from hours ago arrive only now
     _add(path, _points(now - timedelta(hours=2, minutes=59), now - timedelta(hours=1), "Slow.Setpoint", 300, 70.0))
+    monkeypatch.setenv("WONDERWARE_PIPELINE_SYNC_SWEEP_INTERVAL", "0")
+    synced.reload()
     result = _sync(synced)  # no recount due yet (WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL)
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["tags_with_new_points"].value >= 2  # Fast.Flow and Slow.Setpoint
-    assert not metadata["recounted"].value
-    # the burst lies after its tag's watermark: the sync's own read brings it, each row once
+    assert not metadata["recounted"].value and metadata["swept"].value
+    # the burst lies after its silent tag's watermark: the sweep brings it; the new points
+    # come from where the last sync stopped; nothing is read twice
     assert metadata["historian_read_rows"].value == metadata["rows"].value
     with pytest.raises(AssertionError):  # the point behind a newer one is not read...
         _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC))
@@ -222,15 +246,15 @@ def test_sync_uses_and_fills_the_redis_cache(
     assert client.ttl(CACHE_KEY) > 0
     # between catalog refreshes the cached list rules: a tag missing from it is not synced
     client.setex(CACHE_KEY, 60, '["Fast.Flow"]')
-    now = datetime.now(UTC)
+    now = datetime.now(UTC)  # after the last sync's reads: these points are new
     _add(synced.settings.historian_sqlite,
-         [("Pump's;--State", now - timedelta(seconds=2), 5.0, "5.0", 0, 192, 192),
-          ("Fast.Flow", now - timedelta(seconds=2), 5.0, "5.0", 0, 192, 192)])
+         [("Pump's;--State", now, 5.0, "5.0", 0, 192, 192),
+          ("Fast.Flow", now, 5.0, "5.0", 0, 192, 192)])
     result = _sync(synced)
     assert result.success
     from ww_assets_tests.plant_fixtures import warehouse_points_between
 
-    loaded = warehouse_points_between(synced.warehouse, NAMES, now - timedelta(seconds=3), now)
+    loaded = warehouse_points_between(synced.warehouse, NAMES, now, now + timedelta(seconds=1))
     assert [r[0] for r in loaded] == ["Fast.Flow"]
 
 

@@ -71,11 +71,13 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         tag_cache: TagCacheResource,
     ) -> dg.MaterializeResult:
-        """Today's points, within about a minute: every tag is read from its own newest
-        loaded point, exclusive, up to now minus the safety margin, and its new points are
-        appended to `WonderwareHistory` (one warehouse session). A store-and-forward burst
-        of a silent tag lies after its watermark and arrives with the next sync. Points that
-        arrive behind a tag's newest point are found by the recount, every
+        """Today's points, within about a minute: every tag is read from where the previous
+        sync's reads ended up to now minus the safety margin, and its new points are appended
+        to `WonderwareHistory` (one warehouse session): each point is read once. Every
+        WONDERWARE_PIPELINE_SYNC_SWEEP_INTERVAL seconds, tags silent for longer than the
+        lookback are also read from their own newest loaded point: a store-and-forward burst
+        of a silent tag arrives with that sync. Points that arrive behind a tag's newest
+        point are found by the recount, every
         WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL seconds: per tag and quarter hour since the
         previous recount minus WONDERWARE_PIPELINE_SYNC_LOOKBACK, the historian's count
         against ClickHouse's, and only what differs is read again."""
@@ -101,6 +103,12 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 fallback, why = _first_sync_start(context.instance, now, settings)
                 if not before:
                     context.log.info(f"first sync on an empty table: starting {why}")
+            end = now - timedelta(seconds=settings.sync_safety_margin_s)
+            read_until = _previous(context.instance, "read_until")
+            swept_until = _previous(context.instance, "swept_until")
+            sweep = read_until is None or swept_until is None or (
+                (end - swept_until).total_seconds() >= settings.sync_sweep_interval_s
+            )
             reads = plan_sync(
                 tags,
                 before,
@@ -108,9 +116,11 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
                 fallback_start=fallback,
                 horizon=horizon,
+                read_until=read_until,
+                sweep=sweep,
+                silent_after=timedelta(seconds=settings.sync_lookback_s),
                 max_tags=settings.sync_tags_per_read,
             )
-            end = now - timedelta(seconds=settings.sync_safety_margin_s)
             total = with_retries(
                 context, "sync", partial(_append_reads, client, store, reads), settings.backoff()
             )
@@ -118,7 +128,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 f"{len(reads)} historian reads for {sum(len(r.tags) for r in reads)} tags: "
                 f"{total.rows} new rows"
             )
-            recounted_until = _recounted_until(context.instance)
+            recounted_until = _previous(context.instance, "recounted_until")
             recount = None
             if recounted_until is None:
                 recounted_until = end  # the first sync read everything up to `end`
@@ -145,6 +155,9 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 "rows": total.rows,
                 "historian_reads_planned": len(reads),
                 "tags_with_new_points": advanced,
+                "read_until": end.isoformat(),
+                "swept": sweep,
+                "swept_until": (end if sweep else swept_until or end).isoformat(),
                 "recounted": recount is not None,
                 "recounted_until": recounted_until.isoformat(),
                 "recount_repaired": dg.MetadataValue.json(
@@ -168,7 +181,10 @@ def _append_reads(client: HistorianClient, store: Warehouse, reads: list[SyncRea
     next read is fetched while the current one is inserted."""
     if not reads:
         return SliceStats()
-    after = {tag: mark for read in reads for tag, mark in zip(read.tags, read.after)}
+    after: dict[str, datetime] = {}
+    for read in reads:  # a swept tag is in two reads: its own watermark is the earlier mark
+        for tag, mark in zip(read.tags, read.after):
+            after[tag] = min(mark, after.get(tag, mark))
     opens = [partial(client.read_history, r.tags, r.start, r.end) for r in reads]
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -177,7 +193,7 @@ def _append_reads(client: HistorianClient, store: Warehouse, reads: list[SyncRea
                 with ahead.read(index) as part:
                     yield from part
 
-    return append_after(store, after, reads[0].end, batches())
+    return append_after(store, after, max(r.end for r in reads), batches())
 
 
 @dataclass
@@ -220,11 +236,12 @@ def _recount(
     return result
 
 
-def _recounted_until(instance: dg.DagsterInstance) -> datetime | None:
-    """Where the previous sync's recount ended (or its first sync's read)."""
+def _previous(instance: dg.DagsterInstance, name: str) -> datetime | None:
+    """A moment the previous sync recorded: where its reads (`read_until`), its sweep of
+    silent tags (`swept_until`) or its recount (`recounted_until`) ended."""
     event = instance.get_latest_materialization_event(SYNC_KEY)
     materialization = event.asset_materialization if event else None
-    value = materialization.metadata.get("recounted_until") if materialization else None
+    value = materialization.metadata.get(name) if materialization else None
     if value is None:
         return None
     try:
