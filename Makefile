@@ -44,7 +44,8 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	  echo "emulated plant live (log: $(WW_HOME)/simulate-live.log)"; \
 	fi; \
 	trap '[ -z "$$live" ] || kill $$live 2>/dev/null || true' EXIT; trap 'exit 130' INT TERM; \
-	cd $(DAGSTER_HOME) && WW_HOME=$(abspath $(WW_HOME)) $(abspath $(BIN))/dagster dev -w $(abspath workspace.yaml) -p $(DEV_PORT)
+	cd $(DAGSTER_HOME) && WW_HOME=$(abspath $(WW_HOME)) PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(abspath $(BIN))/dagster dev -w $(abspath workspace.yaml) -p $(DEV_PORT)
 
 ## test: the whole suite (the browser check is `make e2e-browser`)
 test: install

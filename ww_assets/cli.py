@@ -337,6 +337,17 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _partitions_start(settings: Settings) -> str:
+    """Where the history partitions start, and why (the emulated plant's first day is cheap
+    to find; a real historian's oldest point is not, so its start is the configured one)."""
+    from ww_assets.plant_days import with_plant_first_day
+
+    start = f"history partitions from {with_plant_first_day(settings).backfill_oldest_time:%Y-%m-%d}"
+    if settings.backfill_oldest_time_explicit or settings.wonderware_host:
+        return f"{start} (WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME)"
+    return f"{start} (the emulated plant's first day)"
+
+
 def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     from ww_assets.history_store import ensure_schema
     from ww_assets.wonderware.resources import initialized_resources
@@ -352,7 +363,7 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
             EmulatorHistorian(settings.historian_sqlite, settings.tag_types).ping()
         client = resources["historian"].client()  # type: ignore[attr-defined]
         client.ping()
-        return client.describe()
+        return f"{client.describe()}; {_partitions_start(settings)}"
 
     def warehouse() -> str:
         from ww_assets.status_report import START_HINT, nothing_stored
