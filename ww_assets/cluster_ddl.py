@@ -4,12 +4,14 @@ With `CLICKHOUSE_CLUSTER` set, every table of `history_store.ensure_schema` (and
 `quality_sql.ensure_rollup_schema`) becomes two:
 
 - `<Table>_local` on every node: the same columns, ordering, partitioning and settings, with
-  the engine's `Replicated` variant (`ReplacingMergeTree(LoadId)` →
+  the engine's `Replicated` variant (`ReplacingMergeTree(LoadId, IsDeleted)` →
   `ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/<db>/<Table>_local', '{replica}',
-  LoadId)`), so each shard's replicas hold the same parts;
-- `<Table>`: a `Distributed` table over the locals, sharded by `cityHash64(TagName)`. Readers
-  and inserts keep using the table names they use today. All rows of a tag live on one shard,
-  so ReplacingMergeTree's dedup (per shard) and the per-tag `(TagName, DateTime)` key stay exact.
+  LoadId, IsDeleted)`), so each shard's replicas hold the same parts;
+- `<Table>`: a `Distributed` table over the locals, sharded by `cityHash64(TagName)` (the load
+  register, without a tag, by `cityHash64(LoadId)`). Inserts keep the table names they use on one
+  server. All versions of a point live on one shard, so the readers' views (`WonderwareHistory`,
+  `WonderwareHistoryAggregated`, created on every node over the Distributed tables) see one row
+  per point: `FINAL` runs on each shard's local table.
 
 The statements are derived from what those functions issue (captured, not copied), so a column
 added there reaches the cluster DDL without an edit here. No Dagster import.
@@ -34,6 +36,7 @@ REPLICA_NAME = "{replica}"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>\w+)$")
+_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (?P<db>\w+)\.(?P<view>\w+) (?P<rest>AS .*)$", re.DOTALL)
 _CREATE_TABLE = re.compile(
     r"^CREATE TABLE IF NOT EXISTS (?P<db>\w+)\.(?P<table>\w+) (?P<columns>\(.*\))\s*"
     r"ENGINE = (?P<engine>\w*MergeTree)\((?P<args>[^)]*)\)(?P<rest>.*)$",
@@ -63,8 +66,8 @@ def local_table(table: str) -> str:
 
 
 def mutation_target(database: str, table: str, cluster: str | None) -> str:
-    """Where `DELETE` / `OPTIMIZE` / `ALTER` go: lightweight deletes and mutations are not
-    supported on a Distributed table, so in cluster mode they run on every node's local table."""
+    """Where an `OPTIMIZE` or `ALTER` by hand goes: they do not work on a Distributed table, so
+    in cluster mode they run on every node's local table (the pipeline sends neither)."""
     if cluster is None:
         return f"{database}.{table}"
     return f"{database}.{local_table(table)} ON CLUSTER {cluster}"
@@ -80,7 +83,11 @@ class _Recorder:
         self.statements.append(sql.strip())
 
     def query(self, sql: str, params: object = None) -> object:
-        raise AssertionError("ensure_schema is expected to issue DDL only")
+        import pyarrow as pa
+
+        # ensure_schema asks which tables exist (to move an older layout): none, on a cluster
+        # that is being created.
+        return pa.table({"engine": pa.array([], pa.string())})
 
     def insert(self, table: str, data: object) -> None:
         raise AssertionError("ensure_schema is expected to issue DDL only")
@@ -106,6 +113,12 @@ def render_cluster_ddl(database: str, cluster: str) -> list[str]:
         if match := _CREATE_DATABASE.match(statement):
             rendered.append(f"CREATE DATABASE IF NOT EXISTS {match['db']} ON CLUSTER {cluster}")
             continue
+        if match := _CREATE_VIEW.match(statement):
+            # Over the Distributed table: FINAL runs on every shard's local table, and all
+            # versions of a point are on one shard (sharded by tag).
+            rendered.append(f"CREATE VIEW IF NOT EXISTS {match['db']}.{match['view']} "
+                            f"ON CLUSTER {cluster} {match['rest']}")  # fmt: skip
+            continue
         match = _CREATE_TABLE.match(statement)
         if match is None:
             raise ClusterConfigError(
@@ -120,7 +133,8 @@ def render_cluster_ddl(database: str, cluster: str) -> list[str]:
         )
         rendered.append(
             f"CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cluster} AS {db}.{local}\n"
-            f"ENGINE = Distributed({cluster}, {db}, {local}, {SHARDING_KEY})"
+            f"ENGINE = Distributed({cluster}, {db}, {local}, "
+            f"{SHARDING_KEY if 'TagName' in match['columns'] else 'cityHash64(LoadId)'})"
         )
     return rendered
 

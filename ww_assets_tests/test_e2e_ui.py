@@ -22,7 +22,7 @@ import pytest
 
 from ww_assets.config import Settings
 from ww_assets.history_query import day_bounds, naive_utc
-from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE
 from ww_assets.warehouse import ChdbWarehouse
 from ww_assets_tests import services
 from ww_assets_tests.services import (
@@ -167,7 +167,7 @@ def delete_one_tag_day(settings: Settings, tag: str, day: date) -> None:
     warehouse = ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
     with warehouse.connect() as conn:
         conn.command(
-            f"DELETE FROM {warehouse.database}.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            f"DELETE FROM {warehouse.database}.{HISTORY_STORE} WHERE TagName = {{t:String}} "
             "AND toDate(DateTime) = {d:Date}",
             {"t": tag, "d": day},
         )
