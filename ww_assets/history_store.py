@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from ww_assets.history_query import naive_utc
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS, LOAD_ID_COLUMN
-from ww_assets.warehouse import Warehouse, WarehouseConnection
+from ww_assets.warehouse import Warehouse, WarehouseConnection, WarehouseError
 
 HISTORY_TABLE = "WonderwareHistory"
 """What readers query: one row per point (a view over `HISTORY_STORE` with `FINAL`)."""
@@ -66,10 +66,83 @@ TAG_CATALOG_SCHEMA = pa.schema(
 )
 
 
+SCHEMA_TABLE = "WonderwareSchema"
+SCHEMA_VERSION = 2
+"""The schema this code reads and writes, recorded in `WonderwareSchema` by `init_schema`.
+1: `WonderwareHistory` and `WonderwareHistoryAggregated` were tables (no version recorded);
+2: they are views of version stores, with the load register."""
+
+
+class SchemaError(WarehouseError):
+    """The warehouse has no schema or another version than this code's: `ww init` creates or
+    migrates it."""
+
+
+def schema_version(conn: WarehouseConnection, database: str) -> int | None:
+    """The recorded schema version; 1 for the layout from before versions were recorded,
+    None when there is no schema. Reads only."""
+    tables = set(conn.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND name IN ({schema:String}, {history:String})",
+        {"db": database, "schema": SCHEMA_TABLE, "history": HISTORY_TABLE},
+    ).column("name").to_pylist())  # fmt: skip
+    if SCHEMA_TABLE in tables:
+        found = conn.query(f"SELECT max(Version) AS v FROM {database}.{SCHEMA_TABLE}")
+        return int(found.column("v")[0].as_py())
+    return 1 if HISTORY_TABLE in tables else None
+
+
 def ensure_schema(conn: WarehouseConnection, database: str) -> None:
-    """Create the database and tables if missing (idempotent); a `WonderwareHistory` stored
-    as a table (the layout before readers went through a view) is moved into the store."""
+    """Check that the warehouse has this code's schema (one read, no DDL). Embedded chDB, which
+    has no separate administrator, gets it created or migrated on first use; a server is
+    refused until `ww init` has run, so runs, checks and the CLI need no DDL rights there."""
+    version = schema_version(conn, database)
+    if version == SCHEMA_VERSION:
+        return
+    if getattr(conn, "creates_schema", False):
+        init_schema(conn, database)
+        return
+    raise SchemaError(schema_problem(database, version))
+
+
+def schema_problem(database: str, version: int | None) -> str:
+    """What is wrong with a schema of `version` (not this code's), and what to do."""
+    if version is None:
+        return (f"database {database} has no ww_assets schema: run `ww init` once, as a user "
+                "allowed to create tables")  # fmt: skip
+    if version > SCHEMA_VERSION:
+        return (f"database {database} has schema version {version}, newer than this "
+                f"ww_assets's {SCHEMA_VERSION}: upgrade ww_assets")  # fmt: skip
+    return (f"database {database} has schema version {version}; this ww_assets needs version "
+            f"{SCHEMA_VERSION}: run `ww init` to migrate it")  # fmt: skip
+
+
+def init_schema(conn: WarehouseConnection, database: str) -> int | None:
+    """The explicit schema step (`ww init`): create what is missing, migrate an older layout,
+    record `SCHEMA_VERSION`. Idempotent; returns the version found before."""
+    before = schema_version(conn, database)
+    if before is not None and before > SCHEMA_VERSION:
+        raise SchemaError(schema_problem(database, before))
+    create_schema(conn, database)
+    if before != SCHEMA_VERSION:
+        conn.command(
+            f"INSERT INTO {database}.{SCHEMA_TABLE} (Version) VALUES ({{v:UInt32}})",
+            {"v": SCHEMA_VERSION},
+        )
+    return before
+
+
+def create_schema(conn: WarehouseConnection, database: str) -> None:
+    """The database and every table and view, if missing (DDL only, idempotent); a
+    `WonderwareHistory` stored as a table (the layout before readers went through a view) is
+    moved into the store."""
+    from ww_assets.quality_sql import ensure_rollup_schema
+
     conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    conn.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.{SCHEMA_TABLE} (Version UInt32, "
+        "Applied DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree() ORDER BY Applied"
+    )
     columns = ",\n    ".join(
         f"`{c.name}` {c.clickhouse_type} {c.codec}".rstrip() for c in HISTORY_COLUMNS
     )
@@ -100,6 +173,7 @@ ORDER BY (TagName, DateTime)"""
 ) ENGINE = ReplacingMergeTree(UpdatedAt)
 ORDER BY TagName"""
     )
+    ensure_rollup_schema(conn, database)
 
 
 def ensure_view(
@@ -203,7 +277,7 @@ def active_tags_by_chunk(conn: WarehouseConnection, database: str) -> dict[str, 
 
 def read_active_tags(warehouse: Warehouse) -> dict[str, list[str]]:
     """Every chunk's active tags, as `active_tags_by_chunk` (one session; the schema is
-    created if missing)."""
+    checked, `ensure_schema`)."""
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
         return active_tags_by_chunk(conn, warehouse.database)
@@ -266,12 +340,16 @@ class SliceStats:
 class SliceLoad:
     """One load of the slice `tags` in [start, end) on an open session, statement by statement
     (`replace_slice` runs it; tests interleave two of them on one session and read between
-    statements). Every statement is one the server path sends too."""
+    statements). Every statement is one the server path sends too. `where` with `params`
+    narrows the slice (the sync's rows after each tag's watermark, `AFTER_WATERMARKS`)."""
 
     def __init__(self, conn: WarehouseConnection, database: str, tags: list[str],
-                 start: datetime, end: datetime) -> None:  # fmt: skip
+                 start: datetime, end: datetime, where: str = SLICE,
+                 params: Mapping[str, object] | None = None) -> None:  # fmt: skip
         self.conn, self.database, self.tags = conn, database, tags
         self.start, self.end = start, end
+        self.where = where
+        self.params = dict(params) if params is not None else slice_params(tags, start, end)
         self.load_id = 0
 
     def begin(self) -> int:
@@ -291,8 +369,9 @@ class SliceLoad:
             f"INSERT INTO {self.database}.{HISTORY_STORE} ({keys}, {LOAD_ID_COLUMN}, "
             f"{DELETED_COLUMN}) SELECT {keys}, {{load_id:UInt64}}, 1 "
             f"FROM {self.database}.{HISTORY_STORE} FINAL "
-            f"WHERE {SLICE} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}} SETTINGS {FINAL_SETTINGS}",
-            {**slice_params(self.tags, self.start, self.end), "load_id": self.load_id},
+            f"WHERE {self.where} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}} "
+            f"SETTINGS {FINAL_SETTINGS}",
+            {**self.params, "load_id": self.load_id},
         )
 
 
@@ -458,49 +537,30 @@ def append_after(
     batches: Iterable[pa.RecordBatch],
 ) -> SliceStats:
     """Make each tag's rows in (after[tag], end) exactly its rows in `batches`, in one
-    warehouse session: the sync's whole write.
+    warehouse session: the sync's whole write, a `SliceLoad` over `AFTER_WATERMARKS`.
 
     Rows at or before a tag's own watermark (a read shared by tags with different watermarks
-    returns some) and rows of other tags are dropped before insert. All rows go in under one
-    `LoadId`; then one count, and a delete only when a row of an older load lies after a
-    watermark (a load that ran between the sync's watermark read and this insert). The
-    session opens once the source has answered, and only if it returned a row. A failed
-    insert deletes what this load inserted.
+    returns some) and rows of other tags are dropped before insert. The session opens once
+    the source has answered, and only if it returned a row. A load that ran between the
+    sync's watermark read and this insert loses to it point by point; a sync that fails part
+    way leaves one visible row per point (its own for the points it wrote, a prefix of each
+    tag's), and the next sync reads on from there.
     """
     started = time.monotonic()
     stats = SliceStats()
-    table = f"{warehouse.database}.{HISTORY_TABLE}"
     clipped = _clip_after(batches, after, end, stats)
     first = next(clipped, None)
     if first is None:
         stats.seconds = time.monotonic() - started
         return stats
-    where = f"{AFTER_WATERMARKS} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     with warehouse.connect() as conn:
-        load_id = time.time_ns()
-        params = {**after_params(after, end), "load_id": load_id}
-        try:
-            pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
-            while conn.insert_stream(table, pending):
-                pass
-            older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
-        except BaseException as error:
-            try:
-                conn.command(
-                    f"DELETE FROM {table} WHERE {AFTER_WATERMARKS} "
-                    f"AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
-                    "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-                    params,
-                )
-            except Exception as undo:
-                error.add_note(f"The rows this sync inserted could not be deleted ({undo}).")
-            raise
-        if older.column("n")[0].as_py():
-            conn.command(
-                f"DELETE FROM {table} WHERE {where} "
-                "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-                params,
-            )
+        load = SliceLoad(conn, warehouse.database, sorted(after), min(after.values()), end,
+                         AFTER_WATERMARKS, after_params(after, end))  # fmt: skip
+        load.begin()
+        pending = itertools.chain([first], clipped)
+        while load.insert(pending):
+            pass
+        load.finish()
     stats.seconds = time.monotonic() - started
     return stats
 

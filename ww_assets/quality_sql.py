@@ -21,6 +21,7 @@ from ww_assets.history_store import (
     SLICE,
     TAGS_TABLE,
     ensure_loads_table,
+    ensure_schema,
     ensure_view,
     new_load_id,
     slice_params,
@@ -379,7 +380,8 @@ def counts_by_day_and_tag(
 def ensure_rollup_schema(conn: WarehouseConnection, database: str) -> None:
     """`WonderwareHistoryAggregated`: the replaced system's rollup columns and `LoadId`, a view
     of `WonderwareHistoryAggregatedVersions FINAL`, loaded as the raw points are
-    (`history_store`): a day is replaced without a moment of two copies or none."""
+    (`history_store`): a day is replaced without a moment of two copies or none. DDL only
+    (`history_store.create_schema` runs it)."""
     conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     conn.command(
         f"""CREATE TABLE IF NOT EXISTS {database}.{ROLLUP_STORE} (
@@ -467,7 +469,7 @@ def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
     """Make the rollup of `day` exactly the aggregate of its raw points (`RollupLoad`)."""
     started = time.monotonic()
     with warehouse.connect() as conn:
-        ensure_rollup_schema(conn, warehouse.database)
+        ensure_schema(conn, warehouse.database)
         # The load id is taken once the session is ours, as `replace_slice` does: a rollup
         # that waited for the lock replaces the one it waited for.
         load = RollupLoad(conn, warehouse.database, day)

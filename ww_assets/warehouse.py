@@ -166,6 +166,9 @@ def _quoted(value: Any) -> str:
 
 
 class _ChdbConnection:
+    creates_schema = True
+    """Embedded: no administrator creates the schema, the first session that needs it does."""
+
     def __init__(self, session: Any) -> None:
         self._session = session
 
@@ -353,6 +356,9 @@ class _ServerConnection:
     """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params.
     The driver's errors are raised as `WarehouseError` (its message keeps the server's
     `Code: N.`, which the retry classification reads)."""
+
+    creates_schema = False
+    """A server's schema is created by `ww init` only (`history_store.ensure_schema`)."""
 
     def __init__(self, client: Any, where: str = "ClickHouse server") -> None:
         self._client = client

@@ -152,9 +152,9 @@ def on_a_second_shard(conn, database: str, rows: pa.Table) -> None:  # type: ign
 
 
 def off_the_second_shard(conn, database: str) -> None:  # type: ignore[no-untyped-def]
-    """Undo `on_a_second_shard`: readers' view as `ensure_schema` makes it."""
-    from ww_assets.history_store import ensure_schema
+    """Undo `on_a_second_shard`: readers' view as `create_schema` makes it."""
+    from ww_assets.history_store import create_schema
 
     conn.command(f"DROP VIEW {database}.{HISTORY_TABLE}")
     conn.command(f"DROP TABLE {database}.SecondShard")
-    ensure_schema(conn, database)
+    create_schema(conn, database)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 TABLES = {"WonderwareHistoryVersions", "WonderwareTags", "WonderwareHistoryAggregatedVersions",
-          "WonderwareLoads"}
+          "WonderwareLoads", "WonderwareSchema"}
 VIEWS = {"WonderwareHistory": "WonderwareHistoryVersions",
          "WonderwareHistoryAggregated": "WonderwareHistoryAggregatedVersions"}
 
@@ -140,7 +140,8 @@ def test_distributed_tables_shard_by_tag(rendered: dict[str, exp.Create], table:
     engine = _property(distributed, exp.EngineProperty).this  # type: ignore[union-attr]
     assert engine.name == "Distributed"
     args = [a.sql("clickhouse") for a in engine.expressions]
-    key = "cityHash64(LoadId)" if table == "WonderwareLoads" else "cityHash64(TagName)"
+    key = {"WonderwareLoads": "cityHash64(LoadId)",
+           "WonderwareSchema": "cityHash64(Version)"}.get(table, "cityHash64(TagName)")
     assert args == ["ww_cluster", "wonderware", f"{table}_local", key]
     # same columns as the local table (`AS db.table_local`)
     assert f"AS wonderware.{table}_local" in distributed.sql("clickhouse")
