@@ -79,15 +79,16 @@ def test_every_statement_runs_on_the_cluster(rendered: dict[str, exp.Create]) ->
 # engine with its replication path and version column, partitioning, sort key, settings, and
 # the types of the key and version columns. sqlglot prints each clause as below.
 _PATH = "'/clickhouse/tables/{shard}/wonderware/%s_local', '{replica}'"
-_BLOCK_COLUMNS = "SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"
 EXPECTED_LOCAL = {
-    "WonderwareHistory": (
-        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistory'}, LoadId)",
+    "WonderwareHistoryVersions": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryVersions'}, LoadId, "
+        "IsDeleted)",
         "PARTITION BY toYYYYMM(DateTime)",
         "ORDER BY (TagName, DateTime)",
-        _BLOCK_COLUMNS,
+        None,
         {"DateTime": "DateTime64(3, 'UTC')", "TagName": "LowCardinality(String)",
-         "Value": "Nullable(Float64)", "VValue": "Nullable(String)", "LoadId": "UInt64"},
+         "Value": "Nullable(Float64)", "VValue": "Nullable(String)", "LoadId": "UInt64",
+         "IsDeleted": "UInt8"},
     ),
     "WonderwareTags": (
         f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareTags'}, UpdatedAt)",
@@ -97,12 +98,28 @@ EXPECTED_LOCAL = {
         {"TagName": "String", "Chunk": "LowCardinality(String)",
          "UpdatedAt": "DateTime64(3, 'UTC')"},
     ),
-    "WonderwareHistoryAggregated": (
-        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryAggregated'}, LoadId)",
+    "WonderwareHistoryAggregatedVersions": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryAggregatedVersions'}, "
+        "LoadId, IsDeleted)",
         "PARTITION BY toYYYYMM(minute_timestamp)",
         "ORDER BY (TagName, minute_timestamp)",
-        _BLOCK_COLUMNS,
-        {"TagName": "String", "minute_timestamp": "DateTime('UTC')", "LoadId": "UInt64"},
+        None,
+        {"TagName": "String", "minute_timestamp": "DateTime('UTC')", "LoadId": "UInt64",
+         "IsDeleted": "UInt8"},
+    ),
+    "WonderwareLoads": (
+        f"ENGINE=ReplicatedMergeTree({_PATH % 'WonderwareLoads'})",
+        None,
+        "ORDER BY LoadId",
+        None,
+        {"LoadId": "UInt64", "Start": "DateTime64(3, 'UTC')", "End": "DateTime64(3, 'UTC')"},
+    ),
+    "WonderwareSchema": (
+        f"ENGINE=ReplicatedMergeTree({_PATH % 'WonderwareSchema'})",
+        None,
+        "ORDER BY Applied",
+        None,
+        {"Version": "UInt32", "Applied": "DateTime64(3, 'UTC')"},
     ),
 }
 
