@@ -44,7 +44,8 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 	  echo "emulated plant live (log: $(WW_HOME)/simulate-live.log)"; \
 	fi; \
 	trap '[ -z "$$live" ] || kill $$live 2>/dev/null || true' EXIT; trap 'exit 130' INT TERM; \
-	cd $(DAGSTER_HOME) && WW_HOME=$(abspath $(WW_HOME)) $(abspath $(BIN))/dagster dev -w $(abspath workspace.yaml) -p $(DEV_PORT)
+	cd $(DAGSTER_HOME) && WW_HOME=$(abspath $(WW_HOME)) PYTHONWARNINGS='ignore:Function `dev_command` is superseded' \
+	  $(abspath $(BIN))/dagster dev -w $(abspath workspace.yaml) -p $(DEV_PORT)
 
 ## test: the whole suite (the browser check is `make e2e-browser`)
 test: install
@@ -56,7 +57,7 @@ test-old-clickhouse: install
 	bash ww_assets_tests/fetch_old_clickhouse.sh $(OLD_CLICKHOUSE)
 	WW_OLD_CLICKHOUSE=$(OLD_CLICKHOUSE) $(BIN)/pytest -q -p no:cacheprovider -m old_clickhouse ww_assets_tests/test_old_clickhouse.py
 
-## e2e-browser: the asset page in headless Chromium (Debian's chromium); screenshots in .ww/artifacts/e2e-browser/
+## e2e-browser: a newcomer's walk through the UI in headless Chromium (Debian's chromium); screenshots in .ww/artifacts/e2e-browser/
 e2e-browser: install
 	@command -v chromium >/dev/null || { echo "e2e-browser needs Debian's chromium: apt-get install -y chromium" >&2; exit 1; }
 	$(BIN)/pip install --quiet -e '.[test,browser]'

@@ -24,7 +24,9 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
    JSONEachRow insert) on the first BENCH_ROW_PATH_ROWS rows of the same partitions (its rate
    does not depend on size).
 5. cost: CPU µs per row of each step after the driver (conversion, clip + regroup, insert),
-   and of the client side of an insert into a ClickHouse server (measured without one).
+   and of the client side of an insert into a ClickHouse server (measured without one); and
+   the readers' price of one row per point: a query through `WonderwareHistory` (`FINAL`)
+   against the same on the store without `FINAL`.
 6. rss: peak RSS of one partition's `replace_slice(read_history(...))` in a fresh process,
    for a BENCH_RSS_SMALL_ROWS and a BENCH_RSS_BIG_ROWS partition (default 1M and 10M).
 7. pymssql: the same two partitions read through `SqlServerHistorian` (pymssql over TDS) from
@@ -301,6 +303,12 @@ def main() -> int:
             f"= {server:.2f} µs/row in place of the insert's {us['insert']:.2f}; "
             f"{to_server['bytes']:.0f} bytes/row before compression")
 
+        read = cost["read"]
+        say(f"          readers (one row per point, through FINAL), hourly averages over all "
+            f"{read['rows']:,} rows: {read['reloaded_view_s']:.2f} s through the view with a "
+            f"partition reloaded ({read['reloaded_plain_s']:.2f} s from the store without FINAL), "
+            f"{read['merged_view_s']:.2f} s after OPTIMIZE FINAL ({read['merged_plain_s']:.2f} s)")
+
         rss = bench.rss()
         small, big = rss["small"], rss["big"]
         say(f"rss       {small['rows']:>11,}-row partition: peak {small['peak_rss_mb']:.0f} MB "
@@ -355,6 +363,11 @@ def main() -> int:
             "pymssql_wire_rows_per_s": round(wbig["rows"] / wbig["seconds"]),
             "pymssql_peak_rss_mb_small": round(wsmall["peak_rss_mb"], 1),
             "pymssql_peak_rss_mb_big": round(wbig["peak_rss_mb"], 1),
+            "read_final_s": round(read["reloaded_view_s"], 3),
+            "read_plain_s": round(read["reloaded_plain_s"], 3),
+            "read_final_merged_s": round(read["merged_view_s"], 3),
+            "read_plain_merged_s": round(read["merged_plain_s"], 3),
+            "read_rows": read["rows"],
             "machine": _machine(),
         }
         say(json.dumps(figures))

@@ -14,6 +14,7 @@ PROCESS_STARTED = time.perf_counter()
 
 import gc  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
@@ -29,7 +30,7 @@ from ww_assets.config import Settings
 from ww_assets.historian import EmulatorHistorian, rows_to_batch
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import (
-    HISTORY_TABLE,
+    HISTORY_STORE,
     ensure_schema,
     read_active_tags,
     replace_slice,
@@ -93,7 +94,7 @@ def _driver_reads(
 
 def _count(store: ChdbWarehouse) -> int:
     with store.connect() as conn:
-        table = conn.query(f"SELECT count() AS n FROM {store.database}.{HISTORY_TABLE}")
+        table = conn.query(f"SELECT count() AS n FROM {store.database}.{HISTORY_STORE}")
     return int(table.column("n")[0].as_py())
 
 
@@ -117,7 +118,7 @@ def bare(data: str, first_day: str, days: int, chunks: dict[str, list[str]]) -> 
         read = ReadAhead(batch for _, tags, start, end in parts
                           for batch in historian.read_history(tags, start, end))
         tables = _loaded(read)
-        while inserted := conn.insert_stream(f"{store.database}.{HISTORY_TABLE}", tables):
+        while inserted := conn.insert_stream(f"{store.database}.{HISTORY_STORE}", tables):
             rows += inserted
     ended = time.perf_counter()
     return {"rows": rows, "seconds": ended - PROCESS_STARTED, "copy_s": ended - started,
@@ -183,7 +184,7 @@ def row_path(
             body_path.write_bytes("\n".join(json.dumps(r, default=str) for r in dumped).encode())
             with store.connect() as conn:
                 conn.command(
-                    f"INSERT INTO {store.database}.{HISTORY_TABLE} FROM INFILE '{body_path}' "
+                    f"INSERT INTO {store.database}.{HISTORY_STORE} FROM INFILE '{body_path}' "
                     "SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow"
                 )
             rows += len(models)
@@ -367,7 +368,38 @@ def cost(
     spent["clip"] = total - spent["driver"] - spent["convert"] - spent["insert"]
     per_row = {k: v / rows * 1e6 for k, v in spent.items()} if rows else {}
     server = _server_insert_cost(_historian(settings, data), *parts[0][1:])
-    return {"rows": rows, "us_per_row": per_row, "server_insert_per_row": server}
+    read = _read_cost(store.inner, _historian(settings, data), *parts[0][1:])
+    return {"rows": rows, "us_per_row": per_row, "server_insert_per_row": server, "read": read}
+
+
+def _read_cost(
+    store: ChdbWarehouse, historian: EmulatorHistorian, tags: list[str], start: datetime,
+    end: datetime,
+) -> dict[str, float]:
+    """What readers pay for seeing one row per point: a dashboard's hourly averages over every
+    stored row, read through `WonderwareHistory` (`FINAL`) and from the store without it (as a
+    plain table would be read), best of three each; first with the first partition loaded
+    twice (two loads' rows of it unmerged, as after a reload), then after `OPTIMIZE ... FINAL`."""
+    from ww_assets.history_store import HISTORY_TABLE
+
+    replace_slice(store, tags, start, end, historian.read_history(tags, start, end))
+    query = ("SELECT TagName, toStartOfHour(DateTime) AS hour, avg(Value) AS v, count() AS n "
+             "FROM {table} GROUP BY TagName, hour FORMAT Null")  # fmt: skip
+    figures: dict[str, float] = {}
+    with store.connect() as conn:
+        rows = int(conn.query(f"SELECT count() AS n FROM {store.database}.{HISTORY_TABLE}")
+                   .column("n")[0].as_py())  # fmt: skip
+        for state in ("reloaded", "merged"):
+            if state == "merged":
+                conn.command(f"OPTIMIZE TABLE {store.database}.{HISTORY_STORE} FINAL")
+            for name, table in (("view", HISTORY_TABLE), ("plain", HISTORY_STORE)):
+                best = math.inf
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    conn.command(query.format(table=f"{store.database}.{table}"))
+                    best = min(best, time.perf_counter() - t0)
+                figures[f"{state}_{name}_s"] = best
+    return {"rows": rows, **figures}
 
 
 def _server_insert_cost(

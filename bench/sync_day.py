@@ -66,7 +66,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
         tag_watermarks,
     )
     from ww_assets.quality_sql import compare_counts
-    from ww_assets.sync_plan import plan_sync
+    from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
     from ww_assets.warehouse import ChdbWarehouse, HeldSessions
     from ww_assets.wonderware.sync import _append_reads, _recount
 
@@ -131,7 +131,10 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
                               fallback_start=DAY, horizon=horizon, read_until=read_until,
                               sweep=sweep, silent_after=timedelta(seconds=settings.sync_lookback_s),
                               max_tags=settings.sync_tags_per_read)  # fmt: skip
-            appended = _append_reads(client, held, reads)
+            silent = {} if sweep or read_until is None else silent_tags(
+                own_watermarks(tags, marks, DAY, horizon), min(read_until, end),
+                timedelta(seconds=settings.sync_lookback_s))  # fmt: skip
+            appended = _append_reads(client, held, reads, silent, settings.sync_tags_per_read)
             read_until = end
             swept_until = end if sweep else swept_until
             repaired = 0
@@ -166,7 +169,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
             "WHERE DateTime < {end:DateTime64(3, 'UTC')}", {"end": synced_until.replace(tzinfo=None)},
         ).to_pylist()[0]  # fmt: skip
     recount_end = recounted_until or DAY
-    expected = sum(client.client.count_points(tags, DAY, recount_end).values())
+    expected = sum(b.num_rows for b in client.client.read_history(tags, horizon, recount_end))
     with warehouse.connect() as conn:
         in_ch = conn.query(
             "SELECT count() AS n FROM wonderware.WonderwareHistory "
@@ -245,7 +248,6 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
 
 
 def new_tag_load(root: Path, mates: int, days: int) -> dict[str, Any]:
-    import logging
     import warnings
 
     import dagster as dg
@@ -253,8 +255,9 @@ def new_tag_load(root: Path, mates: int, days: int) -> dict[str, Any]:
     from ww_assets.config import Settings
     from ww_assets.definitions import build_definitions
 
-    logging.getLogger("dagster").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
+    TAGS = dg.AssetKey(["wonderware", "tags"])
+    QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     from ww_assets.emulator import store
 
     home = root / "newtag"
@@ -277,7 +280,7 @@ def new_tag_load(root: Path, mates: int, days: int) -> dict[str, Any]:
     defs = build_definitions(settings)
     with dg.instance_for_test() as instance:
         tags_job = defs.resolve_implicit_global_asset_job_def()
-        assert tags_job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["wonderware", "tags"])]).success
+        assert tags_job.execute_in_process(instance=instance, asset_selection=[TAGS], run_config=QUIET).success
         conn = store.connect(settings.historian_sqlite)
         store.add_tags(conn, [store.TagDef("New.Analyzer", 1, "added later", 0, 10, "ppm")])
         own = 0
@@ -287,13 +290,15 @@ def new_tag_load(root: Path, mates: int, days: int) -> dict[str, Any]:
                     for k in range(1440)]  # fmt: skip
             own += store.add_points(conn, rows)
         conn.close()
-        assert tags_job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["wonderware", "tags"])]).success
+        assert tags_job.execute_in_process(instance=instance, asset_selection=[TAGS], run_config=QUIET).success
         sensor = defs.resolve_sensor_def("new_tag_history_sensor")
         context = dg.build_sensor_context(instance=instance, definitions=defs)
         (request,) = sensor.evaluate_tick(context).run_requests
         job = defs.resolve_job_def("wonderware_history_job")
         began = time.monotonic()
-        result = job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, tags=request.tags, raise_on_error=False, run_config=QUIET
+        )
         seconds = time.monotonic() - began
         metadata = result.get_asset_materialization_events()[0].materialization.metadata
         checks = result.get_asset_check_evaluations()

@@ -1,4 +1,4 @@
-"""The `ww` command: status, simulate, backfill, doctor.
+"""The `ww` command: status, simulate, backfill, doctor, init.
 
 Exit codes: 0 done, 1 a command or a system failed (one line on stderr saying why), 2 a bad
 argument or configuration value.
@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                "(default: sync)")
 
     commands.add_parser("doctor", help="configuration and connectivity, one line per system")
+    commands.add_parser(
+        "init", help="create or migrate the warehouse's schema (the one step that needs DDL rights)"
+    )
 
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the subcommand's own usage, not the top-level one
@@ -82,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "simulate":
             sub = actions.choices[args.action]
         sub.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command in ("status", "doctor"):
+    if args.command in ("status", "doctor", "init"):
         # clickhouse-driver logs every refused connection with its traceback; these commands
         # report the failure themselves, in one line (a backfill's runs keep the driver's log).
         logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
@@ -98,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": _simulate,
         "backfill": _backfill,
         "doctor": _doctor,
+        "init": _init,
     }[args.command]
     return handler(settings, args)
 
@@ -337,8 +341,38 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _partitions_start(settings: Settings) -> str:
+    """Where the history partitions start, and why (the emulated plant's first day is cheap
+    to find; a real historian's oldest point is not, so its start is the configured one)."""
+    from ww_assets.plant_days import with_plant_first_day
+
+    start = f"history partitions from {with_plant_first_day(settings).backfill_oldest_time:%Y-%m-%d}"
+    if settings.backfill_oldest_time_explicit or settings.wonderware_host:
+        return f"{start} (WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME)"
+    return f"{start} (the emulated plant's first day)"
+
+
+def _init(settings: Settings, args: argparse.Namespace) -> int:
+    """Create or migrate the warehouse's schema and record its version."""
+    from ww_assets.history_store import SCHEMA_VERSION, init_schema
+
+    warehouse = _warehouse(settings)
+    try:
+        with warehouse.connect() as conn:
+            before = init_schema(conn, warehouse.database)
+    except _warehouse_errors() as error:
+        print(f"ww: init: {warehouse.describe()}: {error}", file=sys.stderr)
+        return 1
+    done = {None: "created", SCHEMA_VERSION: "already current"}.get(
+        before, f"migrated from version {before}"
+    )
+    print(f"schema version {SCHEMA_VERSION} {done}: {warehouse.describe()}")
+    return 0
+
+
 def _doctor(settings: Settings, args: argparse.Namespace) -> int:
-    from ww_assets.history_store import ensure_schema
+    from ww_assets.history_store import SCHEMA_VERSION, SchemaError, schema_problem, schema_version
+    from ww_assets.warehouse import ChdbWarehouse
     from ww_assets.wonderware.resources import initialized_resources
 
     resources = initialized_resources(settings)
@@ -352,17 +386,22 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
             EmulatorHistorian(settings.historian_sqlite, settings.tag_types).ping()
         client = resources["historian"].client()  # type: ignore[attr-defined]
         client.ping()
-        return client.describe()
+        return f"{client.describe()}; {_partitions_start(settings)}"
 
     def warehouse() -> str:
         from ww_assets.status_report import START_HINT, nothing_stored
 
+        # Reads only: the server's version (the first session checks it) and the schema's.
         store = _warehouse(settings)
         if nothing_stored(settings):  # chDB would create its store: say so instead
             return f"{store.describe()}: nothing stored yet; {START_HINT}"
         with store.connect() as conn:
-            ensure_schema(conn, store.database)
-        return store.describe()
+            version = schema_version(conn, store.database)
+        if version == SCHEMA_VERSION:
+            return f"{store.describe()}, schema version {version}"
+        if isinstance(store, ChdbWarehouse):  # created or migrated by its first use
+            return f"{store.describe()}, {schema_problem(store.database, version)} (done on first use)"
+        raise SchemaError(schema_problem(store.database, version))
 
     def cache() -> str:
         if not settings.redis_url:

@@ -1,15 +1,17 @@
 """ClickHouse cluster mode: the project's tables as `ON CLUSTER` DDL.
 
-With `CLICKHOUSE_CLUSTER` set, every table of `history_store.ensure_schema` (and of the rollup's
-`quality_sql.ensure_rollup_schema`) becomes two:
+With `CLICKHOUSE_CLUSTER` set, every table of `history_store.create_schema` (the rollup's
+included) becomes two:
 
 - `<Table>_local` on every node: the same columns, ordering, partitioning and settings, with
-  the engine's `Replicated` variant (`ReplacingMergeTree(LoadId)` →
+  the engine's `Replicated` variant (`ReplacingMergeTree(LoadId, IsDeleted)` →
   `ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/<db>/<Table>_local', '{replica}',
-  LoadId)`), so each shard's replicas hold the same parts;
-- `<Table>`: a `Distributed` table over the locals, sharded by `cityHash64(TagName)`. Readers
-  and inserts keep using the table names they use today. All rows of a tag live on one shard,
-  so ReplacingMergeTree's dedup (per shard) and the per-tag `(TagName, DateTime)` key stay exact.
+  LoadId, IsDeleted)`), so each shard's replicas hold the same parts;
+- `<Table>`: a `Distributed` table over the locals, sharded by `cityHash64(TagName)` (the load
+  register and the schema version, without a tag, by `UNTAGGED_SHARDING`). Inserts keep the
+  table names they use on one server. All versions of a point live on one shard, so the
+  readers' views (`WonderwareHistory`, `WonderwareHistoryAggregated`, created on every node
+  over the Distributed tables) see one row per point: `FINAL` runs on each shard's local table.
 
 The statements are derived from what those functions issue (captured, not copied), so a column
 added there reaches the cluster DDL without an edit here. No Dagster import.
@@ -22,18 +24,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ww_assets.history_store import ensure_schema
-from ww_assets.quality_sql import ensure_rollup_schema
+from ww_assets.history_store import create_schema
 
 CLUSTER_ENV = "CLICKHOUSE_CLUSTER"
 LOCAL_SUFFIX = "_local"
 SHARDING_KEY = "cityHash64(TagName)"
+UNTAGGED_SHARDING = {"WonderwareLoads": "cityHash64(LoadId)", "WonderwareSchema": "cityHash64(Version)"}
+"""The sharding keys of the tables without a tag."""
 # The usual macros of a ClickHouse cluster's config (`<macros>`): each node fills in its own.
 ZOOKEEPER_PATH = "/clickhouse/tables/{shard}/%(database)s/%(table)s"
 REPLICA_NAME = "{replica}"
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (?P<db>\w+)$")
+_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (?P<db>\w+)\.(?P<view>\w+) (?P<rest>AS .*)$", re.DOTALL)
 _CREATE_TABLE = re.compile(
     r"^CREATE TABLE IF NOT EXISTS (?P<db>\w+)\.(?P<table>\w+) (?P<columns>\(.*\))\s*"
     r"ENGINE = (?P<engine>\w*MergeTree)\((?P<args>[^)]*)\)(?P<rest>.*)$",
@@ -63,8 +67,8 @@ def local_table(table: str) -> str:
 
 
 def mutation_target(database: str, table: str, cluster: str | None) -> str:
-    """Where `DELETE` / `OPTIMIZE` / `ALTER` go: lightweight deletes and mutations are not
-    supported on a Distributed table, so in cluster mode they run on every node's local table."""
+    """Where an `OPTIMIZE` or `ALTER` by hand goes: they do not work on a Distributed table, so
+    in cluster mode they run on every node's local table (the pipeline sends neither)."""
     if cluster is None:
         return f"{database}.{table}"
     return f"{database}.{local_table(table)} ON CLUSTER {cluster}"
@@ -80,24 +84,26 @@ class _Recorder:
         self.statements.append(sql.strip())
 
     def query(self, sql: str, params: object = None) -> object:
-        raise AssertionError("ensure_schema is expected to issue DDL only")
+        import pyarrow as pa
+
+        # create_schema asks which tables exist (to move an older layout): none, on a cluster
+        # that is being created.
+        return pa.table({"engine": pa.array([], pa.string())})
 
     def insert(self, table: str, data: object) -> None:
-        raise AssertionError("ensure_schema is expected to issue DDL only")
+        raise AssertionError("create_schema is expected to issue DDL only")
 
 
 def single_server_ddl(database: str) -> list[str]:
-    """The statements `history_store.ensure_schema` and `quality_sql.ensure_rollup_schema`
-    issue on one server, each once."""
+    """The statements `history_store.create_schema` issues on one server, each once."""
     recorder = _Recorder()
-    ensure_schema(recorder, database)  # type: ignore[arg-type]
-    ensure_rollup_schema(recorder, database)  # type: ignore[arg-type]
+    create_schema(recorder, database)  # type: ignore[arg-type]
     return list(dict.fromkeys(recorder.statements))
 
 
 def render_cluster_ddl(database: str, cluster: str) -> list[str]:
     """`ON CLUSTER` DDL: the database, then for each table its replicated local table and the
-    Distributed table over it. Idempotent (`IF NOT EXISTS`), like `ensure_schema`."""
+    Distributed table over it. Idempotent (`IF NOT EXISTS`), like `create_schema`."""
     for name, value in (("CLICKHOUSE_DB", database), (CLUSTER_ENV, cluster)):
         if not _IDENTIFIER.match(value):
             raise ClusterConfigError(f"{name}={value!r} is not an identifier")
@@ -106,10 +112,16 @@ def render_cluster_ddl(database: str, cluster: str) -> list[str]:
         if match := _CREATE_DATABASE.match(statement):
             rendered.append(f"CREATE DATABASE IF NOT EXISTS {match['db']} ON CLUSTER {cluster}")
             continue
+        if match := _CREATE_VIEW.match(statement):
+            # Over the Distributed table: FINAL runs on every shard's local table, and all
+            # versions of a point are on one shard (sharded by tag).
+            rendered.append(f"CREATE VIEW IF NOT EXISTS {match['db']}.{match['view']} "
+                            f"ON CLUSTER {cluster} {match['rest']}")  # fmt: skip
+            continue
         match = _CREATE_TABLE.match(statement)
         if match is None:
             raise ClusterConfigError(
-                f"no cluster form for this ensure_schema statement:\n{statement}"
+                f"no cluster form for this create_schema statement:\n{statement}"
             )
         db, table, local = match["db"], match["table"], local_table(match["table"])
         path = ZOOKEEPER_PATH % {"database": db, "table": local}
@@ -120,7 +132,8 @@ def render_cluster_ddl(database: str, cluster: str) -> list[str]:
         )
         rendered.append(
             f"CREATE TABLE IF NOT EXISTS {db}.{table} ON CLUSTER {cluster} AS {db}.{local}\n"
-            f"ENGINE = Distributed({cluster}, {db}, {local}, {SHARDING_KEY})"
+            f"ENGINE = Distributed({cluster}, {db}, {local}, "
+            f"{UNTAGGED_SHARDING.get(table, SHARDING_KEY)})"
         )
     return rendered
 

@@ -1,10 +1,23 @@
 """The project's tables in ClickHouse and the statements on them.
 
-`replace_slice` is the heart of invariant §5.1: it inserts a slice's new rows under a fresh
-`LoadId`, then deletes the slice's rows of older loads. A reader never sees a hole (new rows
-land before old ones go), a plain `SELECT` sees exactly the new load once it returns, and an
-interrupted load leaves only rows that the next load of the slice deletes (and that
-ReplacingMergeTree would collapse onto the newest load meanwhile).
+Readers see one row per point at every moment (invariant §5.1) because they never read the
+stored rows directly: `WonderwareHistory` is a view of `WonderwareHistoryVersions FINAL`, a
+`ReplacingMergeTree(LoadId, IsDeleted)` where every load inserts its rows under a fresh
+`LoadId` and nothing is ever deleted. For each (TagName, DateTime) a reader sees the row of the
+newest load that wrote it, unless that load marked it deleted. A load (`SliceLoad`) is:
+
+1. `begin`: a load id from the server (`new_load_id`), ordered after every load registered
+   before it whatever the hosts' clocks say, and registered in `WonderwareLoads`;
+2. `insert`: its rows, in as many statements as it takes; each key it writes switches to the
+   new row at once (no moment with two copies or none);
+3. `finish`: one `INSERT ... SELECT` of a deletion marker for every key of the slice whose
+   newest row is older than this load (points the source no longer has).
+
+A load that fails or is killed anywhere leaves each key with exactly one visible row (its own
+for the keys it wrote, the previous load's for the rest): no hole, no double, with or without
+a merge in between (a merge keeps the newest row of each key, which is the one readers see);
+the next load of the slice makes it exact. Two loads racing over one slice: for every key the
+newer load wins, whatever the interleaving. Why this design: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -20,10 +33,22 @@ import pyarrow.compute as pc
 
 from ww_assets.history_query import naive_utc
 from ww_assets.schema import HISTORY_ARROW_SCHEMA, HISTORY_COLUMNS, LOAD_ID_COLUMN
-from ww_assets.warehouse import Warehouse, WarehouseConnection
+from ww_assets.warehouse import Warehouse, WarehouseConnection, WarehouseError
 
 HISTORY_TABLE = "WonderwareHistory"
+"""What readers query: one row per point (a view over `HISTORY_STORE` with `FINAL`)."""
+HISTORY_STORE = "WonderwareHistoryVersions"
+"""Every load's rows; loads write here, readers never read it directly."""
+HISTORY_VIEW_COLUMNS = ", ".join(f"`{c.name}`" for c in HISTORY_COLUMNS) + f", `{LOAD_ID_COLUMN}`"
+"""The columns readers see: the 33 History columns and the load that wrote the row."""
 TAGS_TABLE = "WonderwareTags"
+LOADS_TABLE = "WonderwareLoads"
+"""One row per load begun: its id, what it replaces, when (`new_load_id` orders by it)."""
+DELETED_COLUMN = "IsDeleted"
+FINAL_SETTINGS = "optimize_move_to_prewhere_if_final = 0"
+"""On a statement that filters `FINAL` on a column outside the key (`LoadId`): the filter must
+see each key's newest row only. Moved to PREWHERE it would see older rows too, and a load's
+deletion markers would hide keys it had just written."""
 
 TAG_CATALOG_SCHEMA = pa.schema(
     [
@@ -41,22 +66,98 @@ TAG_CATALOG_SCHEMA = pa.schema(
 )
 
 
+SCHEMA_TABLE = "WonderwareSchema"
+SCHEMA_VERSION = 2
+"""The schema this code reads and writes, recorded in `WonderwareSchema` by `init_schema`.
+1: `WonderwareHistory` and `WonderwareHistoryAggregated` were tables (no version recorded);
+2: they are views of version stores, with the load register."""
+
+
+class SchemaError(WarehouseError):
+    """The warehouse has no schema or another version than this code's: `ww init` creates or
+    migrates it."""
+
+
+def schema_version(conn: WarehouseConnection, database: str) -> int | None:
+    """The recorded schema version; 1 for the layout from before versions were recorded,
+    None when there is no schema. Reads only."""
+    tables = set(conn.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} "
+        "AND name IN ({schema:String}, {history:String})",
+        {"db": database, "schema": SCHEMA_TABLE, "history": HISTORY_TABLE},
+    ).column("name").to_pylist())  # fmt: skip
+    if SCHEMA_TABLE in tables:
+        found = conn.query(f"SELECT max(Version) AS v FROM {database}.{SCHEMA_TABLE}")
+        return int(found.column("v")[0].as_py())
+    return 1 if HISTORY_TABLE in tables else None
+
+
 def ensure_schema(conn: WarehouseConnection, database: str) -> None:
-    """Create the database and tables if missing (idempotent)."""
+    """Check that the warehouse has this code's schema (one read, no DDL). Embedded chDB, which
+    has no separate administrator, gets it created or migrated on first use; a server is
+    refused until `ww init` has run, so runs, checks and the CLI need no DDL rights there."""
+    version = schema_version(conn, database)
+    if version == SCHEMA_VERSION:
+        return
+    if getattr(conn, "creates_schema", False):
+        init_schema(conn, database)
+        return
+    raise SchemaError(schema_problem(database, version))
+
+
+def schema_problem(database: str, version: int | None) -> str:
+    """What is wrong with a schema of `version` (not this code's), and what to do."""
+    if version is None:
+        return (f"database {database} has no ww_assets schema: run `ww init` once, as a user "
+                "allowed to create tables")  # fmt: skip
+    if version > SCHEMA_VERSION:
+        return (f"database {database} has schema version {version}, newer than this "
+                f"ww_assets's {SCHEMA_VERSION}: upgrade ww_assets")  # fmt: skip
+    return (f"database {database} has schema version {version}; this ww_assets needs version "
+            f"{SCHEMA_VERSION}: run `ww init` to migrate it")  # fmt: skip
+
+
+def init_schema(conn: WarehouseConnection, database: str) -> int | None:
+    """The explicit schema step (`ww init`): create what is missing, migrate an older layout,
+    record `SCHEMA_VERSION`. Idempotent; returns the version found before."""
+    before = schema_version(conn, database)
+    if before is not None and before > SCHEMA_VERSION:
+        raise SchemaError(schema_problem(database, before))
+    create_schema(conn, database)
+    if before != SCHEMA_VERSION:
+        conn.command(
+            f"INSERT INTO {database}.{SCHEMA_TABLE} (Version) VALUES ({{v:UInt32}})",
+            {"v": SCHEMA_VERSION},
+        )
+    return before
+
+
+def create_schema(conn: WarehouseConnection, database: str) -> None:
+    """The database and every table and view, if missing (DDL only, idempotent); a
+    `WonderwareHistory` stored as a table (the layout before readers went through a view) is
+    moved into the store."""
+    from ww_assets.quality_sql import ensure_rollup_schema
+
     conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    conn.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.{SCHEMA_TABLE} (Version UInt32, "
+        "Applied DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree() ORDER BY Applied"
+    )
     columns = ",\n    ".join(
         f"`{c.name}` {c.clickhouse_type} {c.codec}".rstrip() for c in HISTORY_COLUMNS
     )
     conn.command(
-        f"""CREATE TABLE IF NOT EXISTS {database}.{HISTORY_TABLE} (
+        f"""CREATE TABLE IF NOT EXISTS {database}.{HISTORY_STORE} (
     {columns},
     `{LOAD_ID_COLUMN}` UInt64,
+    `{DELETED_COLUMN}` UInt8 DEFAULT 0,
     INDEX LoadIdRange {LOAD_ID_COLUMN} TYPE minmax GRANULARITY 1
-) ENGINE = ReplacingMergeTree({LOAD_ID_COLUMN})
+) ENGINE = ReplacingMergeTree({LOAD_ID_COLUMN}, {DELETED_COLUMN})
 PARTITION BY toYYYYMM(DateTime)
-ORDER BY (TagName, DateTime)
-SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"""
+ORDER BY (TagName, DateTime)"""
     )
+    ensure_loads_table(conn, database)
+    ensure_view(conn, database, HISTORY_TABLE, HISTORY_STORE, HISTORY_VIEW_COLUMNS)
     conn.command(
         f"""CREATE TABLE IF NOT EXISTS {database}.{TAGS_TABLE} (
     TagName String,
@@ -72,6 +173,72 @@ SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"""
 ) ENGINE = ReplacingMergeTree(UpdatedAt)
 ORDER BY TagName"""
     )
+    ensure_rollup_schema(conn, database)
+
+
+def ensure_view(
+    conn: WarehouseConnection, database: str, view: str, store: str, columns: str
+) -> None:
+    """`view` as readers query it: `columns` of `store FINAL`. An older layout's table of that
+    name has its rows moved into `store` first (its columns are the store's, without the
+    deletion marker), and its newest load id registered, so that new loads are newer (its ids
+    came from the hosts' clocks). Between the table's drop and the view's creation a reader
+    finds neither."""
+    found = conn.query(
+        "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+        {"db": database, "name": view},
+    )
+    if found.num_rows and found.column("engine")[0].as_py() != "View":
+        old = f"{database}.{view}"
+        conn.command(f"INSERT INTO {database}.{store} ({columns}) SELECT {columns} FROM {old}")
+        conn.command(
+            f"INSERT INTO {database}.{LOADS_TABLE} (LoadId, Target, Tags, Start, End) "
+            "SELECT max(LoadId), {target:String}, 0, 0, 0 FROM " + old, {"target": store}
+        )
+        conn.command(f"DROP TABLE {old}")
+    conn.command(
+        f"CREATE VIEW IF NOT EXISTS {database}.{view} AS SELECT {columns} "
+        f"FROM {database}.{store} FINAL"
+    )
+
+
+def ensure_loads_table(conn: WarehouseConnection, database: str) -> None:
+    conn.command(
+        f"""CREATE TABLE IF NOT EXISTS {database}.{LOADS_TABLE} (
+    LoadId UInt64,
+    Target LowCardinality(String),
+    Tags UInt32,
+    Start DateTime64(3, 'UTC'),
+    End DateTime64(3, 'UTC'),
+    Registered DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree()
+ORDER BY LoadId
+TTL toDateTime(Registered) + INTERVAL 30 DAY"""
+    )
+
+
+def new_load_id(
+    conn: WarehouseConnection, database: str, target: str, tags: int, start: datetime, end: datetime
+) -> int:
+    """A fresh load id, registered in `WonderwareLoads`: the server's time in ns, or just past
+    the newest id registered if that is later (a server clock stepped back, or another node's
+    ahead), plus a random part so that two loads that begin at once differ. Every load begun
+    after this one registered gets a larger id, whatever the clocks of the hosts that run
+    them; two that begin at once are ordered one way or the other, for every key alike."""
+    table = conn.query(
+        "SELECT greatest(toUnixTimestamp64Nano(now64(9)), "
+        f"ifNull((SELECT max(LoadId) FROM {database}.{LOADS_TABLE}), 0) + 1000) "
+        "+ rand() % 1000 AS id"
+    )
+    load_id = int(table.column("id")[0].as_py())
+    conn.command(
+        f"INSERT INTO {database}.{LOADS_TABLE} (LoadId, Target, Tags, Start, End) VALUES "
+        "({id:UInt64}, {target:String}, {tags:UInt32}, {start:DateTime64(3, 'UTC')}, "
+        "{end:DateTime64(3, 'UTC')})",
+        {"id": load_id, "target": target, "tags": tags,
+         "start": naive_utc(start), "end": naive_utc(end)},
+    )  # fmt: skip
+    return load_id
 
 
 # ---------------------------------------------------------------- tag catalog
@@ -110,7 +277,7 @@ def active_tags_by_chunk(conn: WarehouseConnection, database: str) -> dict[str, 
 
 def read_active_tags(warehouse: Warehouse) -> dict[str, list[str]]:
     """Every chunk's active tags, as `active_tags_by_chunk` (one session; the schema is
-    created if missing)."""
+    checked, `ensure_schema`)."""
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
         return active_tags_by_chunk(conn, warehouse.database)
@@ -170,6 +337,44 @@ class SliceStats:
                 setattr(self, attr, value if current is None else pick(current, value))
 
 
+class SliceLoad:
+    """One load of the slice `tags` in [start, end) on an open session, statement by statement
+    (`replace_slice` runs it; tests interleave two of them on one session and read between
+    statements). Every statement is one the server path sends too. `where` with `params`
+    narrows the slice (the sync's rows after each tag's watermark, `AFTER_WATERMARKS`)."""
+
+    def __init__(self, conn: WarehouseConnection, database: str, tags: list[str],
+                 start: datetime, end: datetime, where: str = SLICE,
+                 params: Mapping[str, object] | None = None) -> None:  # fmt: skip
+        self.conn, self.database, self.tags = conn, database, tags
+        self.start, self.end = start, end
+        self.where = where
+        self.params = dict(params) if params is not None else slice_params(tags, start, end)
+        self.load_id = 0
+
+    def begin(self) -> int:
+        self.load_id = new_load_id(self.conn, self.database, HISTORY_STORE, len(self.tags),
+                                   self.start, self.end)  # fmt: skip
+        return self.load_id
+
+    def insert(self, tables: Iterator[pa.Table], rows: int | None = None) -> int:
+        """One INSERT of the rows pulled from `tables` (see `insert_stream`); 0 at their end."""
+        pending = (with_load_id(t, self.load_id) for t in tables)
+        return self.conn.insert_stream(f"{self.database}.{HISTORY_STORE}", pending, rows)
+
+    def finish(self) -> None:
+        """Mark deleted every key of the slice whose newest row is older than this load."""
+        keys = "TagName, DateTime"
+        self.conn.command(
+            f"INSERT INTO {self.database}.{HISTORY_STORE} ({keys}, {LOAD_ID_COLUMN}, "
+            f"{DELETED_COLUMN}) SELECT {keys}, {{load_id:UInt64}}, 1 "
+            f"FROM {self.database}.{HISTORY_STORE} FINAL "
+            f"WHERE {self.where} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}} "
+            f"SETTINGS {FINAL_SETTINGS}",
+            {**self.params, "load_id": self.load_id},
+        )
+
+
 def replace_slice(
     warehouse: Warehouse,
     tags: list[str],
@@ -180,71 +385,33 @@ def replace_slice(
     insert_rows: int | None = None,
     on_batch: Callable[[SliceStats], None] | None = None,
 ) -> SliceStats:
-    """Make the rows of `tags` in [start, end) exactly those in `batches`.
+    """Make the rows of `tags` in [start, end) exactly those in `batches`, as readers see them.
 
     Rows outside [start, end) or of other tags are dropped before insert (the window is the
     slice's contract, whatever the source returned). Rows are streamed into inserts of about
     `insert_rows` rows each (the warehouse's statement size if None; memory stays bounded),
     all in one warehouse session that opens once the source has answered (a slow historian
-    does not hold embedded ClickHouse's lock while it starts) and closes after the delete;
-    `on_batch` sees the figures after each insert. A load that fails before its delete
-    deletes the rows it had inserted: the slice is left as it was.
+    does not hold embedded ClickHouse's lock while it starts); `on_batch` sees the figures
+    after each insert. A load that fails part way leaves every point of the slice visible
+    once (its own rows for the points it wrote); the next load of the slice makes it exact.
     """
     started = time.monotonic()
     stats = SliceStats()
-    table = f"{warehouse.database}.{HISTORY_TABLE}"
     clipped = _clip(batches, tags, start, end, stats)
     first = next(clipped, None)
-    where = f"{SLICE} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     with warehouse.connect() as conn:
         # Taken once the session is ours: a load that waited for embedded ClickHouse's lock
-        # gets a newer id than the load it waited for, so its delete removes that load's rows.
-        load_id = time.time_ns()
-        params = {**slice_params(tags, start, end), "load_id": load_id}
-        try:
-            if first is not None:
-                pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
-                while conn.insert_stream(table, pending, insert_rows):
-                    if on_batch:
-                        on_batch(stats)
-            older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
-        except BaseException as error:
-            if first is not None:
-                _discard_load(conn, table, params, error)
-            raise
-        # A failed delete is not undone: whatever part of it ran, the load's own rows are
-        # then the only complete copy of the slice.
-        if older.column("n")[0].as_py():
-            # Patch-part deletes (lightweight updates) cost about as much as an insert; a
-            # classic lightweight delete rewrites the row mask of every part it touches.
-            conn.command(
-                f"DELETE FROM {table} WHERE {where} "
-                "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-                params,
-            )
+        # gets a newer id than the load it waited for, so its rows win.
+        load = SliceLoad(conn, warehouse.database, tags, start, end)
+        load.begin()
+        if first is not None:
+            pending = itertools.chain([first], clipped)
+            while load.insert(pending, insert_rows):
+                if on_batch:
+                    on_batch(stats)
+        load.finish()
     stats.seconds = time.monotonic() - started
     return stats
-
-
-def _discard_load(
-    conn: WarehouseConnection, table: str, params: dict[str, object], failure: BaseException
-) -> None:
-    """Delete the rows a failed load inserted before it failed: the slice's older rows are
-    still there (they go only after the last insert), so the slice is left as it was. A sync
-    window's watermarks would otherwise move past those rows, leaving two copies of a key.
-    When the warehouse itself fails here, `failure`'s message says so (the run shows it) and
-    the next load of the slice replaces the rows."""
-    try:
-        conn.command(
-            f"DELETE FROM {table} WHERE {SLICE} AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
-            "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-            params,
-        )
-    except Exception as error:
-        failure.add_note(
-            f"The rows this load inserted could not be deleted ({error}): until the slice is "
-            "loaded again, a plain SELECT sees them beside the previous load's."
-        )
 
 
 def _clip(
@@ -370,49 +537,30 @@ def append_after(
     batches: Iterable[pa.RecordBatch],
 ) -> SliceStats:
     """Make each tag's rows in (after[tag], end) exactly its rows in `batches`, in one
-    warehouse session: the sync's whole write.
+    warehouse session: the sync's whole write, a `SliceLoad` over `AFTER_WATERMARKS`.
 
     Rows at or before a tag's own watermark (a read shared by tags with different watermarks
-    returns some) and rows of other tags are dropped before insert. All rows go in under one
-    `LoadId`; then one count, and a delete only when a row of an older load lies after a
-    watermark (a load that ran between the sync's watermark read and this insert). The
-    session opens once the source has answered, and only if it returned a row. A failed
-    insert deletes what this load inserted.
+    returns some) and rows of other tags are dropped before insert. The session opens once
+    the source has answered, and only if it returned a row. A load that ran between the
+    sync's watermark read and this insert loses to it point by point; a sync that fails part
+    way leaves one visible row per point (its own for the points it wrote, a prefix of each
+    tag's), and the next sync reads on from there.
     """
     started = time.monotonic()
     stats = SliceStats()
-    table = f"{warehouse.database}.{HISTORY_TABLE}"
     clipped = _clip_after(batches, after, end, stats)
     first = next(clipped, None)
     if first is None:
         stats.seconds = time.monotonic() - started
         return stats
-    where = f"{AFTER_WATERMARKS} AND {LOAD_ID_COLUMN} < {{load_id:UInt64}}"
     with warehouse.connect() as conn:
-        load_id = time.time_ns()
-        params = {**after_params(after, end), "load_id": load_id}
-        try:
-            pending = (with_load_id(t, load_id) for t in itertools.chain([first], clipped))
-            while conn.insert_stream(table, pending):
-                pass
-            older = conn.query(f"SELECT count() AS n FROM {table} WHERE {where}", params)
-        except BaseException as error:
-            try:
-                conn.command(
-                    f"DELETE FROM {table} WHERE {AFTER_WATERMARKS} "
-                    f"AND {LOAD_ID_COLUMN} = {{load_id:UInt64}} "
-                    "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-                    params,
-                )
-            except Exception as undo:
-                error.add_note(f"The rows this sync inserted could not be deleted ({undo}).")
-            raise
-        if older.column("n")[0].as_py():
-            conn.command(
-                f"DELETE FROM {table} WHERE {where} "
-                "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-                params,
-            )
+        load = SliceLoad(conn, warehouse.database, sorted(after), min(after.values()), end,
+                         AFTER_WATERMARKS, after_params(after, end))  # fmt: skip
+        load.begin()
+        pending = itertools.chain([first], clipped)
+        while load.insert(pending):
+            pass
+        load.finish()
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -13,10 +13,24 @@ from datetime import date, datetime, timezone
 
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds, naive_utc
-from ww_assets.history_store import HISTORY_TABLE, SLICE, TAGS_TABLE, slice_params
+from ww_assets.history_store import (
+    DELETED_COLUMN,
+    FINAL_SETTINGS,
+    HISTORY_STORE,
+    HISTORY_TABLE,
+    SLICE,
+    TAGS_TABLE,
+    ensure_loads_table,
+    ensure_schema,
+    ensure_view,
+    new_load_id,
+    slice_params,
+)
 from ww_assets.warehouse import Warehouse, WarehouseConnection
 
 ROLLUP_TABLE = "WonderwareHistoryAggregated"
+"""What readers query: one row per tag and minute (a view over `ROLLUP_STORE` with `FINAL`)."""
+ROLLUP_STORE = "WonderwareHistoryAggregatedVersions"
 GOOD_QUALITY = 0
 """`History.Quality` of a good point (1 bad, 16 doubtful; DESIGN §2)."""
 
@@ -59,7 +73,8 @@ class TagDay:
     tag: str
     rows: int
     load_id: int
-    """The oldest load among the rows: the partition's own, since it deleted every older one."""
+    """The oldest load among the rows readers see: the partition's own, since it replaced every
+    older one."""
     repeated: int
     """Rows whose (TagName, DateTime) equals the previous row's: extra copies of a key."""
     good: int
@@ -140,13 +155,15 @@ def _offenders(
     params: Mapping[str, object],
     group: str,
     samples: int,
+    table: str = HISTORY_TABLE,
 ) -> dict[object, list[dict[str, object]]]:
-    """The first `samples` rows matching `where` (by tag and time), per value of `group`."""
+    """The first `samples` rows of `table` matching `where` (by tag and time), per value of
+    `group`."""
     rows = conn.query(
         f"SELECT grp, TagName, Stamp FROM (SELECT {group} AS grp, TagName, "
         "toString(DateTime) AS Stamp, "
         "row_number() OVER (PARTITION BY grp ORDER BY TagName, DateTime) AS nth "
-        f"FROM {database}.{HISTORY_TABLE} WHERE {where}) "
+        f"FROM {database}.{table} WHERE {where}) "
         f"WHERE nth <= {int(samples)} ORDER BY grp, TagName, Stamp",
         params,
     ).to_pylist()
@@ -192,7 +209,7 @@ def duplicate_keys(
 @dataclass(frozen=True)
 class WindowReport:
     load_id: int | None
-    """The slice's oldest load: the partition's own load, since it deleted every older one."""
+    """The slice's oldest visible load: the partition's own, since it replaced every older one."""
     outside_window: int
     in_future: int
     samples: list[dict[str, object]]
@@ -211,23 +228,25 @@ def window_report(
     params = _days_params(summary.tags, summary.days)
     if loads:
         ids, load_days = zip(*((load_id, day) for day, load_id in loads.items()))
-        # The loads' rows anywhere in their tags' history: the LoadId skip index reads only
+        # The rows the loads wrote anywhere in their tags' history (the store, not what
+        # readers see: a newer load may have replaced them): the LoadId skip index reads only
         # the granules that hold them, however long the history is.
         where = (
-            "TagName IN {tags:Array(String)} AND LoadId IN {ids:Array(UInt64)} AND "
+            f"{DELETED_COLUMN} = 0 AND TagName IN {{tags:Array(String)}} AND "
+            "LoadId IN {ids:Array(UInt64)} AND "
             f"{_DAY} != transform(LoadId, {{ids:Array(UInt64)}}, {{days:Array(Date)}}, toDate(0))"
         )
         args = {**params, "ids": list(ids), "days": list(load_days)}
         outside = {
             r["LoadId"]: int(r["n"])
             for r in conn.query(
-                f"SELECT LoadId, count() AS n FROM {database}.{HISTORY_TABLE} WHERE {where} "
+                f"SELECT LoadId, count() AS n FROM {database}.{HISTORY_STORE} WHERE {where} "
                 "GROUP BY LoadId",
                 args,
             ).to_pylist()
         }
         if outside:
-            outside_rows = _offenders(conn, database, where, args, "LoadId", samples)
+            outside_rows = _offenders(conn, database, where, args, "LoadId", samples, HISTORY_STORE)
     future_rows: dict[object, list[dict[str, object]]] = {}
     if any(t.future for tag_days in summary.days.values() for t in tag_days):
         future_rows = _offenders(
@@ -359,11 +378,13 @@ def counts_by_day_and_tag(
 
 
 def ensure_rollup_schema(conn: WarehouseConnection, database: str) -> None:
-    """`WonderwareHistoryAggregated`: the replaced system's rollup columns, plus `LoadId` so a
-    day is replaced without a hole (as `replace_slice` does for raw points)."""
+    """`WonderwareHistoryAggregated`: the replaced system's rollup columns and `LoadId`, a view
+    of `WonderwareHistoryAggregatedVersions FINAL`, loaded as the raw points are
+    (`history_store`): a day is replaced without a moment of two copies or none. DDL only
+    (`history_store.create_schema` runs it)."""
     conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     conn.command(
-        f"""CREATE TABLE IF NOT EXISTS {database}.{ROLLUP_TABLE} (
+        f"""CREATE TABLE IF NOT EXISTS {database}.{ROLLUP_STORE} (
     TagName String,
     minute_timestamp DateTime('UTC'),
     first_value Nullable(Float64),
@@ -373,12 +394,18 @@ def ensure_rollup_schema(conn: WarehouseConnection, database: str) -> None:
     count UInt64,
     avg_quality Nullable(Float64),
     min_quality Nullable(Int32),
-    LoadId UInt64
-) ENGINE = ReplacingMergeTree(LoadId)
+    LoadId UInt64,
+    {DELETED_COLUMN} UInt8 DEFAULT 0
+) ENGINE = ReplacingMergeTree(LoadId, {DELETED_COLUMN})
 PARTITION BY toYYYYMM(minute_timestamp)
-ORDER BY (TagName, minute_timestamp)
-SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"""
+ORDER BY (TagName, minute_timestamp)"""
     )
+    ensure_loads_table(conn, database)
+    ensure_view(conn, database, ROLLUP_TABLE, ROLLUP_STORE, ", ".join(ROLLUP_COLUMNS))
+
+
+ROLLUP_COLUMNS = ("TagName", "minute_timestamp", "first_value", "avg_value", "min_value",
+                  "max_value", "count", "avg_quality", "min_quality", "LoadId")  # fmt: skip
 
 
 @dataclass
@@ -389,52 +416,70 @@ class RollupStats:
     seconds: float = 0.0
 
 
-def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
-    """Make the rollup of `day` exactly the aggregate of its raw points: insert the new
-    minutes under a fresh load id, then delete the day's rows of older loads.
+class RollupLoad:
+    """The rollup of one UTC day on an open session, statement by statement, as `SliceLoad`
+    loads raw points (`replace_rollup_day` runs it; tests interleave two)."""
 
-    Per tag and minute: `first_value` is the first non-NULL value, avg/min/max are over
-    non-NULL values, `count` counts every stored point (gap markers and strings too), and the
-    quality columns aggregate `Quality`.
-    """
-    started = time.monotonic()
-    start, end = day_bounds(day)
-    table = f"{warehouse.database}.{ROLLUP_TABLE}"
-    # The rollup's minutes are DateTime (seconds): their bounds go without milliseconds.
-    minutes = {
-        name: naive_utc(bound).strftime("%Y-%m-%d %H:%M:%S")
-        for name, bound in (("start", start), ("end", end))
-    }
-    with warehouse.connect() as conn:
-        # Taken once the session is ours, as `replace_slice` does: a rollup that waited for
-        # the lock replaces the one it waited for.
-        load_id = time.time_ns()
-        params = {"start": naive_utc(start), "end": naive_utc(end), "load_id": load_id}
-        ensure_rollup_schema(conn, warehouse.database)
-        conn.command(
-            f"INSERT INTO {table} SELECT TagName, "
-            "toStartOfMinute(DateTime) AS minute_timestamp, "
+    def __init__(self, conn: WarehouseConnection, database: str, day: date) -> None:
+        self.conn, self.database, self.day = conn, database, day
+        self.start, self.end = day_bounds(day)
+        self.load_id = 0
+
+    def begin(self) -> int:
+        self.load_id = new_load_id(self.conn, self.database, ROLLUP_STORE, 0, self.start, self.end)
+        return self.load_id
+
+    def insert(self) -> None:
+        """Per tag and minute of the day's raw points as readers see them: `first_value` is
+        the first non-NULL value, avg/min/max are over non-NULL values, `count` counts every
+        stored point (gap markers and strings too), the quality columns aggregate `Quality`."""
+        self.conn.command(
+            f"INSERT INTO {self.database}.{ROLLUP_STORE} ({', '.join(ROLLUP_COLUMNS)}) "
+            "SELECT TagName, toStartOfMinute(DateTime) AS minute_timestamp, "
             "argMinIf(Value, DateTime, Value IS NOT NULL) AS first_value, "
             "avg(Value) AS avg_value, min(Value) AS min_value, max(Value) AS max_value, "
             "count() AS count, avg(Quality) AS avg_quality, min(Quality) AS min_quality, "
             "{load_id:UInt64} AS LoadId "
-            f"FROM {warehouse.database}.{HISTORY_TABLE} "
+            f"FROM {self.database}.{HISTORY_TABLE} "
             "WHERE DateTime >= {start:DateTime64(3, 'UTC')} AND DateTime < {end:DateTime64(3, 'UTC')} "
             "GROUP BY TagName, minute_timestamp",
-            params,
+            {"start": naive_utc(self.start), "end": naive_utc(self.end), "load_id": self.load_id},
         )
-        day_filter = (
-            "minute_timestamp >= {start:DateTime('UTC')} AND minute_timestamp < {end:DateTime('UTC')}"
+
+    def finish(self) -> None:
+        """Mark deleted every minute of the day whose newest row is older than this load."""
+        self.conn.command(
+            f"INSERT INTO {self.database}.{ROLLUP_STORE} (TagName, minute_timestamp, LoadId, "
+            f"{DELETED_COLUMN}) SELECT TagName, minute_timestamp, {{load_id:UInt64}}, 1 "
+            f"FROM {self.database}.{ROLLUP_STORE} FINAL WHERE {_MINUTES} "
+            f"AND LoadId < {{load_id:UInt64}} SETTINGS {FINAL_SETTINGS}",
+            {**self._minutes(), "load_id": self.load_id},
         )
-        conn.command(
-            f"DELETE FROM {table} WHERE {day_filter} AND LoadId < {{load_id:UInt64}} "
-            "SETTINGS lightweight_delete_mode = 'lightweight_update'",
-            {**minutes, "load_id": load_id},
-        )
+
+    def _minutes(self) -> dict[str, str]:
+        # The rollup's minutes are DateTime (seconds): their bounds go without milliseconds.
+        return {name: naive_utc(bound).strftime("%Y-%m-%d %H:%M:%S")
+                for name, bound in (("start", self.start), ("end", self.end))}  # fmt: skip
+
+
+_MINUTES = "minute_timestamp >= {start:DateTime('UTC')} AND minute_timestamp < {end:DateTime('UTC')}"
+
+
+def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
+    """Make the rollup of `day` exactly the aggregate of its raw points (`RollupLoad`)."""
+    started = time.monotonic()
+    with warehouse.connect() as conn:
+        ensure_schema(conn, warehouse.database)
+        # The load id is taken once the session is ours, as `replace_slice` does: a rollup
+        # that waited for the lock replaces the one it waited for.
+        load = RollupLoad(conn, warehouse.database, day)
+        load.begin()
+        load.insert()
+        load.finish()
         summary = conn.query(
             "SELECT TagName, count() AS minutes, sum(count) AS points "
-            f"FROM {table} WHERE {day_filter} GROUP BY TagName",
-            minutes,
+            f"FROM {warehouse.database}.{ROLLUP_TABLE} WHERE {_MINUTES} GROUP BY TagName",
+            load._minutes(),
         ).to_pylist()
     return RollupStats(
         rows=sum(int(r["minutes"]) for r in summary),

@@ -65,17 +65,13 @@ def plan_sync(
         raise ValueError(f"max_tags must be positive and overlap not negative: {max_tags}, {overlap}")
     end = now - safety_margin
     floor = horizon - ONE_MS
-    own: dict[str, datetime] = {}
-    for tag in tags:
-        mark = watermarks.get(tag)
-        own[tag] = max(mark if mark is not None else fallback_start - ONE_MS, floor)
+    own = own_watermarks(tags, watermarks, fallback_start, horizon)
     if read_until is None or read_until <= floor + ONE_MS:
-        return _by_watermark({t: m for t, m in own.items() if m + ONE_MS < end}, end, max_tags, overlap)
+        return sweep_reads({t: m for t, m in own.items() if m + ONE_MS < end}, end, max_tags, overlap)
     split = min(read_until, end)
     reads: list[SyncRead] = []
     if sweep:
-        silent = {t: m for t, m in own.items() if m < split - silent_after and m + ONE_MS < split}
-        reads += _by_watermark(silent, split, max_tags, overlap)
+        reads += sweep_reads(silent_tags(own, split, silent_after), split, max_tags, overlap)
     if split < end:
         # the reads after `split`: each tag keeps its rows after its own watermark (a tag
         # swept above has rows in both, none in common)
@@ -87,8 +83,31 @@ def plan_sync(
     return reads
 
 
-def _by_watermark(
-    after: Mapping[str, datetime], end: datetime, max_tags: int, overlap: float
+def own_watermarks(
+    tags: Sequence[str],
+    watermarks: Mapping[str, datetime],
+    fallback_start: datetime,
+    horizon: datetime,
+) -> dict[str, datetime]:
+    """Each tag's newest loaded point (just before `fallback_start` for a tag without one),
+    never before `horizon`."""
+    floor = horizon - ONE_MS
+    own: dict[str, datetime] = {}
+    for tag in tags:
+        mark = watermarks.get(tag)
+        own[tag] = max(mark if mark is not None else fallback_start - ONE_MS, floor)
+    return own
+
+
+def silent_tags(
+    own: Mapping[str, datetime], split: datetime, silent_after: timedelta
+) -> dict[str, datetime]:
+    """The tags of `own` without a point in the `silent_after` before `split`."""
+    return {t: m for t, m in own.items() if m < split - silent_after and m + ONE_MS < split}
+
+
+def sweep_reads(
+    after: Mapping[str, datetime], end: datetime, max_tags: int = 500, overlap: float = 0.2
 ) -> list[SyncRead]:
     """Reads of `after`'s tags from their own watermark up to `end`: a tag joins a read that
     starts before its watermark only if what it reads again is at most `overlap` of its span."""

@@ -166,6 +166,9 @@ def _quoted(value: Any) -> str:
 
 
 class _ChdbConnection:
+    creates_schema = True
+    """Embedded: no administrator creates the schema, the first session that needs it does."""
+
     def __init__(self, session: Any) -> None:
         self._session = session
 
@@ -302,17 +305,16 @@ class ChdbWarehouse:
 # ---------------------------------------------------------------- ClickHouse server
 
 
-MIN_SERVER_VERSION = (25, 7)
-"""The oldest ClickHouse server the statements run on: a reload deletes the rows of older
-loads with lightweight updates (`lightweight_delete_mode = 'lightweight_update'`, patch parts
-over tables with `enable_block_number_column`), new in 25.7. Untested here: no server of
-that version can be had on this machine (docs/reliability.md)."""
+MIN_SERVER_VERSION = (24, 3)
+"""The oldest ClickHouse server the statements are written for: readers query `FINAL` over a
+`ReplacingMergeTree(LoadId, IsDeleted)` (23.2+), which hides deleted rows on every read path
+only since 23.8; 24.3 is the first long-term-support release past that. Untested here: no
+server of these versions can be had on this machine (docs/reliability.md)."""
 
-SERVER_SETTINGS = ("optimize_on_insert", "optimize_read_in_window_order", "lightweight_delete_mode")
+SERVER_SETTINGS = ("optimize_on_insert", "optimize_read_in_window_order",
+                   "optimize_move_to_prewhere_if_final")
 """Query settings the statements send; a server without one of them is refused."""
 
-SERVER_TABLE_SETTINGS = ("enable_block_number_column", "enable_block_offset_column")
-"""MergeTree settings of the tables (`system.merge_tree_settings`)."""
 
 
 class UnsupportedServerError(WarehouseError):
@@ -333,13 +335,9 @@ def check_server(client: Any, where: str) -> str:
         raise UnsupportedServerError(
             f"{where} runs ClickHouse {version}; ww_assets needs ClickHouse {minimum} or newer"
         )
-    found: set[str] = set()
-    for table, wanted in (("settings", SERVER_SETTINGS),
-                          ("merge_tree_settings", SERVER_TABLE_SETTINGS)):  # fmt: skip
-        names = ", ".join(f"'{name}'" for name in wanted)
-        sql = f"SELECT name FROM system.{table} WHERE name IN ({names})"
-        found |= {row[0] for row in client.execute(sql)}
-    missing = [name for name in SERVER_SETTINGS + SERVER_TABLE_SETTINGS if name not in found]
+    names = ", ".join(f"'{name}'" for name in SERVER_SETTINGS)
+    found = {row[0] for row in client.execute(f"SELECT name FROM system.settings WHERE name IN ({names})")}
+    missing = [name for name in SERVER_SETTINGS if name not in found]
     if missing:
         raise UnsupportedServerError(
             f"{where} runs ClickHouse {version} without the setting(s) {', '.join(missing)}; "
@@ -358,6 +356,9 @@ class _ServerConnection:
     """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params.
     The driver's errors are raised as `WarehouseError` (its message keeps the server's
     `Code: N.`, which the retry classification reads)."""
+
+    creates_schema = False
+    """A server's schema is created by `ww init` only (`history_store.ensure_schema`)."""
 
     def __init__(self, client: Any, where: str = "ClickHouse server") -> None:
         self._client = client

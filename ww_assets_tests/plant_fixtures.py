@@ -6,9 +6,11 @@ import sqlite3
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
+
 from ww_assets.emulator import store
 from ww_assets.history_query import day_bounds, naive_utc
-from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE, HISTORY_VIEW_COLUMNS
 from ww_assets.warehouse import Warehouse
 
 UTC = timezone.utc
@@ -134,3 +136,25 @@ def warehouse_points_between(
          r["QualityDetail"], r["OpcQuality"])
         for r in table.to_pylist()
     ]
+
+
+def on_a_second_shard(conn, database: str, rows: pa.Table) -> None:  # type: ignore[no-untyped-def]
+    """Readers' view over the store and over a second store holding `rows`: what readers of a
+    cluster see when some of a tag's rows sit on another shard (a sharding key changed under
+    them), the one way a reader can see a point twice."""
+    conn.command(f"CREATE TABLE {database}.SecondShard AS {database}.{HISTORY_STORE}")
+    conn.insert(f"{database}.SecondShard", rows)
+    conn.command(
+        f"CREATE OR REPLACE VIEW {database}.{HISTORY_TABLE} AS SELECT {HISTORY_VIEW_COLUMNS} "
+        f"FROM {database}.{HISTORY_STORE} FINAL UNION ALL SELECT {HISTORY_VIEW_COLUMNS} "
+        f"FROM {database}.SecondShard FINAL"
+    )
+
+
+def off_the_second_shard(conn, database: str) -> None:  # type: ignore[no-untyped-def]
+    """Undo `on_a_second_shard`: readers' view as `create_schema` makes it."""
+    from ww_assets.history_store import create_schema
+
+    conn.command(f"DROP VIEW {database}.{HISTORY_TABLE}")
+    conn.command(f"DROP TABLE {database}.SecondShard")
+    create_schema(conn, database)

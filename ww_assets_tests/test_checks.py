@@ -9,7 +9,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE
 from ww_assets.wonderware.checks import (
     BLOCKING_CHECKS,
     HISTORY_CHECKS,
@@ -22,7 +22,12 @@ from ww_assets.wonderware.checks import (
     partition_verdicts,
 )
 from ww_assets_tests.conftest import Pipeline, free_port
-from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
+from ww_assets_tests.plant_fixtures import (
+    DAYS,
+    build_trap_plant,
+    off_the_second_shard,
+    on_a_second_shard,
+)
 
 HISTORY = dg.AssetKey(["wonderware", "history"])
 
@@ -100,16 +105,17 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
     with loaded.warehouse.connect() as conn:
         # rows deleted from one slice
         conn.command(
-            f"DELETE FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            f"DELETE FROM wonderware.{HISTORY_STORE} WHERE TagName = {{t:String}} "
             "AND toDate(DateTime) = {d:Date}",
             {"t": "Kühlwasser Pumpe.Status", "d": DAYS[1]},
         )
-        # a duplicate of one row of another slice
-        conn.command(
-            f"INSERT INTO wonderware.{HISTORY_TABLE} SELECT * FROM wonderware.{HISTORY_TABLE} "
+        # a duplicate of one row of another slice, as readers would see it from two shards
+        duplicate = conn.query(
+            f"SELECT * FROM wonderware.{HISTORY_TABLE} "
             "WHERE TagName = {t:String} AND toDate(DateTime) = {d:Date} ORDER BY DateTime LIMIT 1",
             {"t": "Tank.Level", "d": DAYS[2]},
         )
+        on_a_second_shard(conn, "wonderware", duplicate)
         # a row that a third slice's load wrote outside its day (no other partition holds it)
         row = conn.query(
             f"SELECT * FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
@@ -120,7 +126,7 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
         )
         stray = pa.array([datetime(2025, 12, 24, 12, tzinfo=timezone.utc)], row["DateTime"].type)
         conn.insert(
-            f"wonderware.{HISTORY_TABLE}",
+            f"wonderware.{HISTORY_STORE}",
             row.set_column(row.column_names.index("DateTime"), "DateTime", stray),
         )
     keys = [*all_keys(loaded)]
@@ -146,6 +152,8 @@ def test_corruption_fails_the_matching_check_for_exactly_that_partition(loaded: 
     message = str(blocked.get_step_failure_events()[0].step_failure_data.error)
     assert f"{deleted}: failed {ROWCOUNT}" in message
 
+    with loaded.warehouse.connect() as conn:  # the shards put right
+        off_the_second_shard(conn, "wonderware")
     for key in (deleted, duplicated, strayed):
         assert loaded.materialize_history(key).success  # the checks run with it
     for name in BLOCKING_CHECKS:
@@ -209,7 +217,7 @@ def test_checks_without_a_partition_check_every_loaded_partition(loaded: Pipelin
     corrupted = f"{loaded.chunks()[0]}|{DAYS[2]}"
     with loaded.warehouse.connect() as conn:
         conn.command(
-            f"DELETE FROM wonderware.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            f"DELETE FROM wonderware.{HISTORY_STORE} WHERE TagName = {{t:String}} "
             "AND toDate(DateTime) = {d:Date}",
             {"t": "Kühlwasser Pumpe.Status", "d": DAYS[2]},
         )

@@ -118,6 +118,9 @@ def test_doctor_passes_on_embedded_defaults(tmp_path: Path) -> None:
     result = _run([str(WW), "doctor"], env)
     assert result.returncode == 0, result.stdout
     assert "historian emulator at" in result.stdout and "chDB (embedded)" in result.stdout
+    first = datetime.now(timezone.utc) - timedelta(days=0.1)  # the plant `--days 0.1` made
+    assert (f"history partitions from {first:%Y-%m-%d} (the emulated plant's first day)"
+            in result.stdout), result.stdout
 
 
 def test_doctor_on_an_empty_home_says_how_to_start_and_creates_nothing(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from ww_assets.config import Settings
-from ww_assets.history_store import HISTORY_TABLE
+from ww_assets.history_query import day_bounds, naive_utc
+from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE
 from ww_assets.warehouse import ChdbWarehouse
 from ww_assets_tests import services
 from ww_assets_tests.services import (
@@ -166,7 +167,7 @@ def delete_one_tag_day(settings: Settings, tag: str, day: date) -> None:
     warehouse = ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
     with warehouse.connect() as conn:
         conn.command(
-            f"DELETE FROM {warehouse.database}.{HISTORY_TABLE} WHERE TagName = {{t:String}} "
+            f"DELETE FROM {warehouse.database}.{HISTORY_STORE} WHERE TagName = {{t:String}} "
             "AND toDate(DateTime) = {d:Date}",
             {"t": tag, "d": day},
         )
@@ -181,14 +182,18 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.mark.browser
-def test_browser_asset_page_shows_partition_health_and_checks(
+def test_browser_walks_what_a_newcomer_sees(
     ww_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Headless Chromium (Debian's, driven by Playwright without a browser download of its
-    own) opens wonderware/history after the backfill: the partitions view shows the health of
-    the backfilled partitions and the checks view lists the checks' results. Screenshots go to
-    .ww/artifacts/e2e-browser/. Marked `browser`: run by `make e2e-browser`; a fresh machine
-    has no Chromium, so `make test` deselects it."""
+    own) walks what a newcomer looks at after the launcher's range backfill and a sync: the
+    asset graph, the history partitions, one partition's metadata, the checks tab and the
+    sync's events with its lag. It asserts what a person would judge: no failed check or failed node on
+    the healthy plant, and the partition's rows are ClickHouse's count of its slice.
+    Screenshots go to .ww/artifacts/e2e-browser/. Marked `browser`: run by `make e2e-browser`;
+    a fresh machine has no Chromium, so `make test` deselects it."""
+    import re
+
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
@@ -201,12 +206,31 @@ def test_browser_asset_page_shows_partition_health_and_checks(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     with services.dagster_services(env, tmp_path / "logs") as ui:
-        services.backfill_and_verify(ui, settings, chunks, first, last, clock)
-        check_names = sorted(services.check_names(ui.webserver.graphql, HISTORY))
+        graphql = ui.webserver.graphql
+        keys = services.backfill_and_verify(ui, settings, chunks, first, last, clock)
+        check_names = sorted(services.check_names(graphql, HISTORY))
+        # the healthy plant is green: every check of every partition passed, WARN ones too
+        latest = services.partition_check_results(graphql, HISTORY, check_names, keys)
+        assert all(e and e["evaluation"]["success"] for e in latest.values()), latest
+        # the sync sensor's runs, and the freshness check they evaluate, pass
+        services.wait_for(
+            "a successful sync run",
+            lambda: services.runs(graphql, {"dagster/sensor_name": SYNC_SENSOR}, ["SUCCESS"]),
+            timeout_s=180, interval_s=2, alive=ui.check_alive,
+        )
+        freshness = graphql(services.CHECK_EXECUTIONS, {
+            "path": ["wonderware", "history_sync"], "name": "history_sync_lag_within_limit",
+            "partition": None})["assetCheckExecutions"]
+        assert freshness and freshness[0]["evaluation"]["success"], freshness
+        focus = f"{chunks[0]}|{first}"
+        rows = slice_count(settings, catalog_tags(settings, [chunks[0]]), first)
+        clock.lap(f"backfill, checks and a sync done; {focus} has {rows} rows in ClickHouse")
+
         # a new instance greets its first visitor with a welcome dialog over the page; this is
         # what its Skip button sends
-        assert ui.webserver.graphql("mutation { setNuxSeen }")["setNuxSeen"]
-        page_url = f"{ui.webserver.base_url}/assets/{'/'.join(HISTORY)}"
+        assert graphql("mutation { setNuxSeen }")["setNuxSeen"]
+        base = ui.webserver.base_url
+        page_url = f"{base}/assets/{'/'.join(HISTORY)}"
         with sync_playwright() as playwright:
             # a new, empty profile (Playwright's persistent context is how it takes one)
             context = playwright.chromium.launch_persistent_context(
@@ -217,25 +241,61 @@ def test_browser_asset_page_shows_partition_health_and_checks(
                 page = context.new_page()
                 page.set_default_timeout(60_000)
 
+                def shot(name: str) -> None:
+                    page.wait_for_load_state("networkidle")
+                    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+                # the asset graph of the group: every asset there, none failed
+                page.goto(f"{base}/asset-groups/wonderware")
+                for name in ("tags", "history", "history_sync", "history_1min"):
+                    expect(page.get_by_text(name, exact=True).first).to_be_visible()
+                expect(page.get_by_text(re.compile("failed", re.IGNORECASE))).to_have_count(0)
+                shot("1-asset-graph")
+
+                # the history partitions: both chunks, the backfilled days, none failed
                 page.goto(f"{page_url}?view=partitions")
-                # the partition health: both chunks, the backfilled days, and the counts
                 expect(page.get_by_text("chunk-0001").first).to_be_visible()
                 expect(page.get_by_text(str(first)).first).to_be_visible()
-                expect(page.get_by_text(f"Materialized ({len(chunks) * 2})")).to_be_visible()
+                expect(page.get_by_text(f"Materialized ({len(keys)})")).to_be_visible()
                 expect(page.get_by_text("Failed (0)")).to_be_visible()
-                page.wait_for_load_state("networkidle")
-                page.screenshot(path=ARTIFACTS / "history-partitions.png", full_page=True)
+                shot("2-history-partitions")
 
+                # one partition's own figures: its rows are ClickHouse's count of its slice
+                page.goto(f"{page_url}?view=partitions&partition={focus}")
+                expect(page.get_by_text("rows_per_s").first).to_be_visible()
+                expect(page.get_by_text(re.compile(rf"^({rows:,}|{rows})$")).first).to_be_visible()
+                shot("3-one-partition")
+
+                # the checks tab: every check listed, none failed
                 page.goto(f"{page_url}?view=checks")
                 expect(page.get_by_text(f"Checks ({len(check_names)})")).to_be_visible()
                 for name in check_names:
                     # long names are middle-truncated: a hidden copy measures the full text
                     expect(page.get_by_text(name).first).to_be_attached()
                 expect(page.get_by_text("Succeeded").first).to_be_visible()
+                expect(page.get_by_text(re.compile("^Failed"))).to_have_count(0)
                 expect(page.get_by_text("Join the Dagster community")).to_have_count(0)
-                page.wait_for_load_state("networkidle")
-                page.screenshot(path=ARTIFACTS / "history-checks.png", full_page=True)
+                shot("4-history-checks")
+
+                # the sync's latest materialization, with its lag
+                page.goto(f"{base}/assets/wonderware/history_sync?view=events")
+                shot("5-sync-events")
+                expect(page.get_by_text("lag_seconds").first).to_be_visible()
             finally:
                 context.close()
         clock.lap(f"screenshots in {ARTIFACTS}")
         services.shut_down(ui, clock)
+
+
+def slice_count(settings: Settings, tags: list[str], day: date) -> int:
+    """ClickHouse's count of one partition's slice, as a plain SELECT sees it."""
+    warehouse = ChdbWarehouse(settings.chdb_path, settings.clickhouse_db)
+    start, end = day_bounds(day)
+    with warehouse.connect() as conn:
+        table = conn.query(
+            f"SELECT count() AS n FROM {warehouse.database}.{HISTORY_TABLE} "
+            "WHERE TagName IN {tags:Array(String)} AND DateTime >= {a:DateTime64(3, 'UTC')} "
+            "AND DateTime < {b:DateTime64(3, 'UTC')}",
+            {"tags": tags, "a": naive_utc(start), "b": naive_utc(end)},
+        )
+    return int(table.to_pylist()[0]["n"])

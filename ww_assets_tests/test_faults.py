@@ -53,9 +53,8 @@ def _one_by_one(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
 
 
 def test_a_load_interrupted_between_insert_batches_leaves_the_slice_as_it_was(plant) -> None:
-    """The failed load's committed statements are deleted again: no hole (its older rows go
-    only after the last insert) and no second copy (which a sync's watermarks would move
-    past, leaving it until the nightly refresh)."""
+    """The failed load's committed statements stay, and each of their points replaces the
+    previous load's copy for readers: no hole (nothing is deleted) and no second copy."""
     sqlite, warehouse, historian = plant
     expected = stored_points(sqlite, COPIED_TAGS, DAY, DAY)
     replace_slice(warehouse, COPIED_TAGS, START, END, historian.read_history(COPIED_TAGS, START, END))

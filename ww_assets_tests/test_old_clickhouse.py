@@ -102,7 +102,7 @@ def _refusal(port: int) -> str:
             f"ww_assets needs ClickHouse {minimum} or newer")  # fmt: skip
 
 
-def test_doctor_refuses_the_old_server_in_one_line_and_writes_nothing(
+def test_doctor_and_init_refuse_the_old_server_in_one_line_and_write_nothing(
     old_server: OldServer, tmp_path: Path
 ) -> None:
     env = service_env({"WW_HOME": str(tmp_path / "ww")})
@@ -120,6 +120,14 @@ def test_doctor_refuses_the_old_server_in_one_line_and_writes_nothing(
     assert "Traceback" not in result.stderr, result.stderr
     assert old_server.databases() == {"default", "system"}
     assert old_server.user_tables() == 0
+
+    init = subprocess.run(
+        [ww, "init"], cwd=REPO, capture_output=True, text=True,
+        env={**env, "CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(old_server.port)},
+    )  # fmt: skip
+    assert init.returncode == 1 and _refusal(old_server.port) in init.stderr, init.stderr
+    assert len(init.stderr.strip().splitlines()) == 1, init.stderr
+    assert old_server.databases() == {"default", "system"}
 
 
 def test_the_first_loads_refuse_the_old_server_before_anything_is_written(

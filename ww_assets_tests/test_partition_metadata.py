@@ -45,6 +45,7 @@ def test_a_range_run_records_each_partition_s_own_figures(pipeline: Pipeline) ->
                 assert str(metadata["max_datetime"]).startswith(stamps[-1].replace(" ", "T")[:19])
             assert float(metadata["duration_s"]) >= 0  # type: ignore[arg-type]
             assert metadata["partitions_in_run"] == len(chunks) * len(DAYS)
+            assert list(metadata)[:2] == ["rows", "tags"]  # its own figures first in the UI
             total += len(points)
             seen_rows.add(metadata["rows"])
     assert len(seen_rows) > 1  # not one figure copied onto every partition

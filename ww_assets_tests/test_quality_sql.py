@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ww_assets.catalog import refresh_catalog
 from ww_assets.historian import TagInfo, rows_to_batch
-from ww_assets.history_store import HISTORY_TABLE, ensure_schema, replace_slice
+from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE, ensure_schema, replace_slice
 from ww_assets.history_query import day_bounds
 from ww_assets.quality_sql import (
     duplicate_keys,
@@ -19,6 +19,7 @@ from ww_assets.quality_sql import (
     window_report,
 )
 from ww_assets.warehouse import ChdbWarehouse
+from ww_assets_tests.plant_fixtures import on_a_second_shard
 
 D1, D2 = date(2025, 6, 1), date(2025, 6, 2)
 TOMORROW = datetime.now(timezone.utc).date() + timedelta(days=1)
@@ -56,16 +57,18 @@ def test_each_day_of_one_scan_reports_only_its_own_problems(tmp_path: Path) -> N
     with store.connect() as conn:
         loads = summarize(conn, store.database, TAGS, days, now)
         d1_load = min(t.load_id for t in loads.days[D1])
-        # a copy of one row of D2, and a row that D1's load wrote 40 days later
+        # a row that D1's load wrote 40 days later, and a copy of one row of D2 that readers
+        # see as well (on a second shard)
         copy = conn.query(
             f"SELECT * FROM wonderware.{HISTORY_TABLE} WHERE TagName = 'A' "
             "AND DateTime = {t:DateTime64(3, 'UTC')}", {"t": t2},
         )  # fmt: skip
-        conn.insert(f"wonderware.{HISTORY_TABLE}", copy)
         later = pa.array([t1 + timedelta(days=40)], copy["DateTime"].type)
         stray = copy.set_column(0, "DateTime", later)
         stray = stray.set_column(33, "LoadId", pa.array([d1_load], pa.uint64()))
-        conn.insert(f"wonderware.{HISTORY_TABLE}", stray)
+        conn.insert(f"wonderware.{HISTORY_STORE}", stray)
+        conn.insert(f"wonderware.{HISTORY_STORE}", copy)  # a second copy in one store: collapsed
+        on_a_second_shard(conn, store.database, copy)
 
         summary = summarize(conn, store.database, TAGS, days, now)
         dups = duplicate_keys(conn, store.database, summary)

@@ -30,7 +30,10 @@ from ww_assets_tests.test_config_and_chunking import variables_read
 REPO = Path(__file__).resolve().parent.parent
 VALUES = REPO / "deploy" / "helm" / "values.yaml"
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
-TABLES = {"WonderwareHistory", "WonderwareTags", "WonderwareHistoryAggregated"}
+TABLES = {"WonderwareHistoryVersions", "WonderwareTags", "WonderwareHistoryAggregatedVersions",
+          "WonderwareLoads", "WonderwareSchema"}
+VIEWS = {"WonderwareHistory": "WonderwareHistoryVersions",
+         "WonderwareHistoryAggregated": "WonderwareHistoryAggregatedVersions"}
 
 
 def _parse(sql: str) -> exp.Create:
@@ -60,12 +63,12 @@ def _columns(statement: exp.Create) -> list[str]:
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, exp.Create]:
     statements = render_cluster_ddl("wonderware", "ww_cluster")
-    return {_table_name(s) if s.args.get("kind") == "TABLE" else "database": s
+    return {_table_name(s) if s.args.get("kind") in ("TABLE", "VIEW") else "database": s
             for s in map(_parse, statements)}
 
 
 def test_every_statement_runs_on_the_cluster(rendered: dict[str, exp.Create]) -> None:
-    assert set(rendered) == {"database", *TABLES, *(f"{t}_local" for t in TABLES)}
+    assert set(rendered) == {"database", *TABLES, *(f"{t}_local" for t in TABLES), *VIEWS}
     for statement in rendered.values():
         on_cluster = _property(statement, exp.OnCluster)
         assert on_cluster is not None and on_cluster.this.name == "ww_cluster"
@@ -76,15 +79,16 @@ def test_every_statement_runs_on_the_cluster(rendered: dict[str, exp.Create]) ->
 # engine with its replication path and version column, partitioning, sort key, settings, and
 # the types of the key and version columns. sqlglot prints each clause as below.
 _PATH = "'/clickhouse/tables/{shard}/wonderware/%s_local', '{replica}'"
-_BLOCK_COLUMNS = "SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1"
 EXPECTED_LOCAL = {
-    "WonderwareHistory": (
-        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistory'}, LoadId)",
+    "WonderwareHistoryVersions": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryVersions'}, LoadId, "
+        "IsDeleted)",
         "PARTITION BY toYYYYMM(DateTime)",
         "ORDER BY (TagName, DateTime)",
-        _BLOCK_COLUMNS,
+        None,
         {"DateTime": "DateTime64(3, 'UTC')", "TagName": "LowCardinality(String)",
-         "Value": "Nullable(Float64)", "VValue": "Nullable(String)", "LoadId": "UInt64"},
+         "Value": "Nullable(Float64)", "VValue": "Nullable(String)", "LoadId": "UInt64",
+         "IsDeleted": "UInt8"},
     ),
     "WonderwareTags": (
         f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareTags'}, UpdatedAt)",
@@ -94,12 +98,28 @@ EXPECTED_LOCAL = {
         {"TagName": "String", "Chunk": "LowCardinality(String)",
          "UpdatedAt": "DateTime64(3, 'UTC')"},
     ),
-    "WonderwareHistoryAggregated": (
-        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryAggregated'}, LoadId)",
+    "WonderwareHistoryAggregatedVersions": (
+        f"ENGINE=ReplicatedReplacingMergeTree({_PATH % 'WonderwareHistoryAggregatedVersions'}, "
+        "LoadId, IsDeleted)",
         "PARTITION BY toYYYYMM(minute_timestamp)",
         "ORDER BY (TagName, minute_timestamp)",
-        _BLOCK_COLUMNS,
-        {"TagName": "String", "minute_timestamp": "DateTime('UTC')", "LoadId": "UInt64"},
+        None,
+        {"TagName": "String", "minute_timestamp": "DateTime('UTC')", "LoadId": "UInt64",
+         "IsDeleted": "UInt8"},
+    ),
+    "WonderwareLoads": (
+        f"ENGINE=ReplicatedMergeTree({_PATH % 'WonderwareLoads'})",
+        None,
+        "ORDER BY LoadId",
+        None,
+        {"LoadId": "UInt64", "Start": "DateTime64(3, 'UTC')", "End": "DateTime64(3, 'UTC')"},
+    ),
+    "WonderwareSchema": (
+        f"ENGINE=ReplicatedMergeTree({_PATH % 'WonderwareSchema'})",
+        None,
+        "ORDER BY Applied",
+        None,
+        {"Version": "UInt32", "Applied": "DateTime64(3, 'UTC')"},
     ),
 }
 
@@ -137,7 +157,9 @@ def test_distributed_tables_shard_by_tag(rendered: dict[str, exp.Create], table:
     engine = _property(distributed, exp.EngineProperty).this  # type: ignore[union-attr]
     assert engine.name == "Distributed"
     args = [a.sql("clickhouse") for a in engine.expressions]
-    assert args == ["ww_cluster", "wonderware", f"{table}_local", "cityHash64(TagName)"]
+    key = {"WonderwareLoads": "cityHash64(LoadId)",
+           "WonderwareSchema": "cityHash64(Version)"}.get(table, "cityHash64(TagName)")
+    assert args == ["ww_cluster", "wonderware", f"{table}_local", key]
     # same columns as the local table (`AS db.table_local`)
     assert f"AS wonderware.{table}_local" in distributed.sql("clickhouse")
 
@@ -146,6 +168,21 @@ def test_local_tables_are_created_before_their_distributed_tables() -> None:
     names = [_table_name(_parse(s)) for s in render_cluster_ddl("wonderware", "c")[1:]]
     for table in TABLES:
         assert names.index(f"{table}_local") < names.index(table)
+    for view, table in VIEWS.items():
+        assert names.index(table) < names.index(view)
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_readers_views_read_final_over_the_distributed_tables(
+    rendered: dict[str, exp.Create], view: str
+) -> None:
+    """FINAL on the Distributed table runs on each shard's local table; sharding by tag keeps
+    every version of a point on one shard, so each point is seen once."""
+    select = rendered[view].expression
+    assert isinstance(select, exp.Select)
+    source = select.find(exp.Table)
+    assert (source.db, source.name) == ("wonderware", VIEWS[view])
+    assert " FINAL" in rendered[view].sql("clickhouse")
 
 
 @pytest.mark.parametrize(
@@ -174,7 +211,7 @@ def test_ddl_prints_from_the_command_line() -> None:
     result = subprocess.run([sys.executable, "-m", "ww_assets.cluster_ddl"], capture_output=True,
                             text=True, check=True, timeout=60,
                             env={"CLICKHOUSE_CLUSTER": "plant_cluster", "PATH": "/usr/bin:/bin"})
-    assert result.stdout.count("ON CLUSTER plant_cluster") == 1 + 2 * len(TABLES)
+    assert result.stdout.count("ON CLUSTER plant_cluster") == 1 + 2 * len(TABLES) + len(VIEWS)
 
 
 # ---------------------------------------------------------------- image and Helm values

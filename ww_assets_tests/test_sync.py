@@ -207,6 +207,28 @@ def test_new_late_and_slow_points_arrive_with_the_next_sync_or_its_recount(
     assert _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC)) > 1000
 
 
+def test_a_silent_tag_that_wakes_up_brings_its_store_and_forward_burst_without_a_sweep(
+    synced: Pipeline,
+) -> None:
+    first = _sync(synced)
+    assert first.success
+    read_until = datetime.fromisoformat(
+        first.get_asset_materialization_events()[0].materialization.metadata["read_until"].value
+    )
+    now = datetime.now(UTC)
+    # the remote site reconnects: its buffered hours and its live points arrive together
+    _add(synced.settings.historian_sqlite,
+         _points(now - timedelta(hours=2, minutes=59), now, "Slow.Setpoint", 300, 70.0))
+    _add(synced.settings.historian_sqlite,
+         [("Slow.Setpoint", read_until + timedelta(milliseconds=5), 1.0, "1.0", 0, 192, 192)])
+    result = _sync(synced)  # the next sweep is minutes away (WONDERWARE_PIPELINE_SYNC_SWEEP_INTERVAL)
+    assert result.success
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert not metadata["swept"].value
+    assert metadata["historian_read_rows"].value == metadata["rows"].value > 30
+    assert _exact_since(synced, now - timedelta(hours=7), datetime.now(UTC)) > 1000
+
+
 def test_sync_then_backfill_and_backfill_then_sync_stay_exact(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:

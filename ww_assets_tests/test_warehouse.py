@@ -272,5 +272,5 @@ def test_the_server_check_names_the_version_or_setting_that_is_missing() -> None
     assert str(refused.value) == (
         f"ClickHouse server h:9000 runs ClickHouse {older}; ww_assets needs ClickHouse {minimum} or newer"
     )
-    with pytest.raises(UnsupportedServerError, match="without the setting.s. enable_block_number_column;"):
-        check_server(_Answers(without=("enable_block_number_column",)), "ClickHouse server h:9000")
+    with pytest.raises(UnsupportedServerError, match="without the setting.s. optimize_move_to_prewhere_if_final;"):
+        check_server(_Answers(without=("optimize_move_to_prewhere_if_final",)), "ClickHouse server h:9000")

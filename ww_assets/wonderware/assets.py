@@ -169,16 +169,17 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
             f"run total: {total.rows} rows from {len(total.tags_with_rows)} tags in "
             f"{len(keys)} partitions in {elapsed:.1f}s"
         )
-        # Each partition's event carries its own figures (above) and these of its run.
-        return dg.MaterializeResult(
-            metadata={
-                "partitions_in_run": len(keys),
-                "run_rows": total.rows,
-                "run_duration_s": round(elapsed, 3),
-                "run_rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
-                **{f"run_{name}": value for name, value in client.load.metadata().items()},
-            }
-        )
+        # Each partition's event carries its own figures (above), then these of its run.
+        run = {
+            "partitions_in_run": len(keys),
+            "run_rows": total.rows,
+            "run_duration_s": round(elapsed, 3),
+            "run_rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
+            **{f"run_{name}": value for name, value in client.load.metadata().items()},
+        }
+        for key in keys:
+            context.add_asset_metadata(run, partition_key=key)
+        return dg.MaterializeResult()
 
     return history
 

@@ -2,7 +2,7 @@
 nightly refresh of the most recent days (late data the sync's recount did not reach)."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
@@ -23,7 +23,14 @@ from ww_assets.history_store import (
     tag_watermarks,
 )
 from ww_assets.read_ahead import ReadsAhead
-from ww_assets.sync_plan import SyncRead, plan_sync, recount_buckets
+from ww_assets.sync_plan import (
+    SyncRead,
+    own_watermarks,
+    plan_sync,
+    recount_buckets,
+    silent_tags,
+    sweep_reads,
+)
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
 from ww_assets.wonderware.jobs import cron_setting, history_job
@@ -121,9 +128,16 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 silent_after=timedelta(seconds=settings.sync_lookback_s),
                 max_tags=settings.sync_tags_per_read,
             )
+            # tags silent until now and not swept: one that wakes up brings its burst along
+            silent = {} if sweep or read_until is None else silent_tags(
+                own_watermarks(tags, before, fallback, horizon), min(read_until, end),
+                timedelta(seconds=settings.sync_lookback_s),
+            )  # fmt: skip
             total = with_retries(
-                context, "sync", partial(_append_reads, client, store, reads), settings.backoff()
-            )
+                context, "sync",
+                partial(_append_reads, client, store, reads, silent, settings.sync_tags_per_read),
+                settings.backoff(),
+            )  # fmt: skip
             context.log.info(
                 f"{len(reads)} historian reads for {sum(len(r.tags) for r in reads)} tags: "
                 f"{total.rows} new rows"
@@ -176,9 +190,26 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
     return history_sync
 
 
-def _append_reads(client: HistorianClient, store: Warehouse, reads: list[SyncRead]) -> SliceStats:
+def _append_reads(
+    client: HistorianClient,
+    store: Warehouse,
+    reads: list[SyncRead],
+    silent: Mapping[str, datetime] | None = None,
+    max_tags: int = 500,
+) -> SliceStats:
     """Every read's rows after their tag's watermark, appended in one warehouse session; the
-    next read is fetched while the current one is inserted."""
+    next read is fetched while the current one is inserted. `silent`: tags without a point for
+    a while and not swept by `reads`, with their watermark; those with new rows now woke up,
+    and what they stored between their watermark and the reads' start (a store-and-forward
+    burst that came with the live points) is read too."""
+    stats = _append(client, store, reads)
+    woken = {tag: mark for tag, mark in (silent or {}).items() if tag in stats.tags_with_rows}
+    if woken:
+        stats.merge(_append(client, store, sweep_reads(woken, min(r.start for r in reads), max_tags)))
+    return stats
+
+
+def _append(client: HistorianClient, store: Warehouse, reads: list[SyncRead]) -> SliceStats:
     if not reads:
         return SliceStats()
     after: dict[str, datetime] = {}
