@@ -1,4 +1,4 @@
-"""The `ww` command: status, simulate, backfill, doctor, init.
+"""The `ww` command: status, simulate, backfill, doctor, init, config.
 
 Exit codes: 0 done, 1 a command or a system failed (one line on stderr saying why), 2 a bad
 argument or configuration value.
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ww_assets.config import ConfigError, Settings, redacted_url
+from ww_assets.config import ConfigError, Settings, effective, redacted_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "init", help="create or migrate the warehouse's schema (the one step that needs DDL rights)"
     )
+    commands.add_parser(
+        "config", help="every configuration variable: effective value (secrets masked), source"
+    )
 
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the subcommand's own usage, not the top-level one
@@ -102,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "backfill": _backfill,
         "doctor": _doctor,
         "init": _init,
+        "config": _config,
     }[args.command]
     return handler(settings, args)
 
@@ -423,5 +427,17 @@ def _doctor(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _config(settings: Settings, args: argparse.Namespace) -> int:
+    """One line per variable: name, `env` / `default` / `derived`, effective value."""
+    from ww_assets.plant_days import with_plant_first_day
+
+    rows = effective(os.environ, with_plant_first_day(settings))
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {source:<7}  {value}")
+    return 0
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+
