@@ -200,8 +200,8 @@ KNOBS: tuple[Knob, ...] = (
          "so its result depends on where a window starts)", choices=RETRIEVAL_MODES,
          accepts_text="`Full` (other modes are refused: they cannot make an exact copy)"),
     Knob("WONDERWARE_TAG_TYPES", "tag_types", "tag_types", "analog,discrete,string",
-         f"tag types to copy ({_TAG_TYPE_NAMES} or `TagRef.TagType` codes); `Sys*` tags are "
-         "never copied"),
+         f"tag types to copy ({_TAG_TYPE_NAMES} or `TagRef.TagType` codes); the system driver's own "
+         "tags (`Tag.AcquisitionType` 3) are never copied"),
     Knob("WONDERWARE_EMULATOR_TIMEZONE", "emulator_timezone", "zone", "America/Chicago",
          "the emulator's server time zone (a zone with daylight saving, as plants have)"),
     # warehouse
