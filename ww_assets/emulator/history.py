@@ -103,7 +103,26 @@ class HistorianEmulator:
 
         Bounds are aware datetimes or naive ones meaning UTC.
         """
-        start_text, end_text = store.format_utc(start_utc), store.format_utc(end_utc)
+        return self._count_stored(tags, store.format_utc(start_utc), store.format_utc(end_utc))
+
+    def count(self, q: HistoryQuery) -> dict[str, int]:
+        """Rows per tag that `query(q)` returns, as the historian's `COUNT(*) ... GROUP BY
+        TagName` counts them (tags without rows left out). A Full query with an exclusive
+        start returns the stored points of its window as they are: an indexed count."""
+        zone = self._checked(q, 1)
+        if q.retrieval_mode == "Full" and not q.start_inclusive:
+            window = _window(q, zone)
+            if window is None:
+                return {}
+            counted = self._count_stored(q.tags, window[1], window[2])
+            return {tag: n for tag, n in counted.items() if n}
+        counts: dict[str, int] = {}
+        for batch in self.query(q):
+            for row in batch:
+                counts[row[1]] = counts.get(row[1], 0) + 1
+        return counts
+
+    def _count_stored(self, tags: Iterable[str], start_text: str, end_text: str) -> dict[str, int]:
         conn = self._connect()
         try:
             # One key-range count per tag: without a GROUP BY SQLite counts a range at about

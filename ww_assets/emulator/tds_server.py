@@ -31,7 +31,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -660,34 +660,12 @@ class _PacketWriter:
 def _count_result(server: HistorianTdsServer, statement: HistoryCount) -> QueryResult:
     """Points per tag of the rows the same History SELECT returns; tags without rows are not
     listed (GROUP BY makes no empty group)."""
-    query = statement.query
-    counts: dict[str, int] = {}
-    if (
-        query.retrieval_mode == "Full"
-        and not query.start_inclusive
-        and not query.end_inclusive
-        and query.time_zone is not None
-        and query.time_zone.upper() == "UTC"
-    ):
-        # Stored DateTimes are whole milliseconds, as are the emulator's bounds: `> start` is
-        # `>= start + 1 ms` (an indexed count, no row read).
-        start = _truncate_ms(query.start) + timedelta(milliseconds=1)
-        end = _truncate_ms(query.end)
-        if start < end:
-            counts = server.emulator.count_points(query.tags, start, end)
-    else:
-        for batch in _history_batches(server, query):
-            for row in batch:
-                counts[row[1]] = counts.get(row[1], 0) + 1
+    counts = server.emulator.count(statement.query)
     names = statement.names
     return QueryResult(
         columns=[Column(names[0], NVarChar(256)), Column(names[1], Integer(4))],
         rows=[[tag, n] for tag, n in sorted(counts.items()) if n],
     )
-
-
-def _truncate_ms(moment: datetime) -> datetime:
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _catalog_result(path: Path, statement: CatalogSelect) -> QueryResult:
