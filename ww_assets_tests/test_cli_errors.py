@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ww_assets_tests.conftest import REPO, free_port
-from ww_assets_tests.services import BIN, service_env
+from ww_assets_tests.services.processes import BIN, service_env
 
 WW = BIN / "ww"
 

@@ -12,13 +12,9 @@ import dagster as dg
 from ww_assets.warehouse import ChdbWarehouse
 from ww_assets.wonderware.sync import SYNC_RUN_TAG
 from ww_assets_tests.conftest import REPO
-from ww_assets_tests.services import (
-    BIN,
-    create_plant_and_catalog,
-    dagster_home,
-    service_env,
-    start_daemon,
-)
+from ww_assets_tests.services.dagster_services import dagster_home, start_daemon
+from ww_assets_tests.services.processes import BIN, service_env
+from ww_assets_tests.services.user_path import create_plant_and_catalog
 
 DEADLINE_S = 240
 

@@ -24,13 +24,19 @@ from ww_assets.config import Settings
 from ww_assets.history_query import day_bounds, naive_utc
 from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE
 from ww_assets.warehouse import ChdbWarehouse
-from ww_assets_tests import services
-from ww_assets_tests.services import (
+from ww_assets_tests.conftest import REPO
+from ww_assets_tests.services import graphql as ui_graphql
+from ww_assets_tests.services.dagster_services import dagster_home, dagster_services
+from ww_assets_tests.services.processes import BIN, wait_for
+from ww_assets_tests.services.user_path import (
     HISTORY,
     SYNC_SENSOR,
+    Stopwatch,
     assert_rows_exact,
+    backfill_and_verify,
     catalog_tags,
     create_plant_and_catalog,
+    shut_down,
     ui_env,
 )
 
@@ -38,28 +44,28 @@ from ww_assets_tests.services import (
 def test_ui_backfill_cli_partition_and_sync_sensor(
     ww_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = services.Stopwatch()
+    clock = Stopwatch()
     today = datetime.now(timezone.utc).date()
     # two complete days, clear of what the sync touches (today and yesterday)
     first, last = today - timedelta(days=3), today - timedelta(days=2)
-    home = services.dagster_home(tmp_path / "dagster_home", services.REPO / "dagster.yaml")
+    home = dagster_home(tmp_path / "dagster_home", REPO / "dagster.yaml")
     env = ui_env(ww_env, home, today, monkeypatch)
     settings, chunks = create_plant_and_catalog(env, days=3, tags=8)
     assert chunks == ["chunk-0001", "chunk-0002"]
     tags = catalog_tags(settings, chunks)
     clock.lap("plant and tag catalog")
 
-    with services.dagster_services(env, tmp_path / "logs") as ui:
+    with dagster_services(env, tmp_path / "logs") as ui:
         clock.lap("webserver up")
         graphql = ui.webserver.graphql
-        keys = services.backfill_and_verify(ui, settings, chunks, first, last, clock)
+        keys = backfill_and_verify(ui, settings, chunks, first, last, clock)
         rows = assert_rows_exact(settings, tags, first, last)
-        names = sorted(services.check_names(graphql, HISTORY))
+        names = sorted(ui_graphql.check_names(graphql, HISTORY))
 
         # the checks tab's "Execute all": every loaded partition checked, all green
         healthy = execute_all_checks(graphql, HISTORY, alive=ui.check_alive)
         assert healthy["status"] == "SUCCESS", healthy
-        latest = services.partition_check_results(graphql, HISTORY, names, keys)
+        latest = ui_graphql.partition_check_results(graphql, HISTORY, names, keys)
         assert {k: (e or {}).get("runId") for k, e in latest.items()} == dict.fromkeys(
             latest, healthy["runId"])
         assert all(e and e["evaluation"]["success"] for e in latest.values()), latest
@@ -70,33 +76,33 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
         delete_one_tag_day(settings, catalog_tags(settings, [chunks[-1]])[0], first)
         corrupted = execute_all_checks(graphql, HISTORY, alive=ui.check_alive)
         assert corrupted["status"] == "FAILURE", corrupted  # a blocking check failed
-        rowcount = services.partition_check_results(
+        rowcount = ui_graphql.partition_check_results(
             graphql, HISTORY, ["history_rowcount_matches_source"], keys)
         assert {k for (_, k), e in rowcount.items() if not e["evaluation"]["success"]} == {reload_key}
         clock.lap("Execute all after corruption: exactly that partition's count failed")
 
         # reload that day of that chunk from the command line
         cli = subprocess.run(
-            [str(services.BIN / "dagster"), "asset", "materialize", "-m", "ww_assets.definitions",
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "ww_assets.definitions",
              "--select", "wonderware/history", "--partition", reload_key],
-            cwd=services.REPO, env=env, capture_output=True, text=True, timeout=180,
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
         )
         assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
-        assert len(services.partition_materializations(graphql, HISTORY, reload_key)) == 2
+        assert len(ui_graphql.partition_materializations(graphql, HISTORY, reload_key)) == 2
         assert assert_rows_exact(settings, tags, first, last) == rows
-        assert services.partition_stats(graphql, HISTORY)["numFailed"] == 0
-        again = services.partition_check_results(graphql, HISTORY, names, [reload_key])
+        assert ui_graphql.partition_stats(graphql, HISTORY)["numFailed"] == 0
+        again = ui_graphql.partition_check_results(graphql, HISTORY, names, [reload_key])
         assert all(e and e["evaluation"]["success"] for e in again.values()), again
         clock.lap("dagster asset materialize done")
 
         # the sync sensor (running by default) produces sync runs that succeed
-        services.wait_for(
+        wait_for(
             "a successful run of the sync sensor",
-            lambda: services.runs(graphql, {"dagster/sensor_name": SYNC_SENSOR}, ["SUCCESS"]),
+            lambda: ui_graphql.runs(graphql, {"dagster/sensor_name": SYNC_SENSOR}, ["SUCCESS"]),
             timeout_s=180, interval_s=2, alive=ui.check_alive,
         )
         clock.lap("sync sensor run succeeded")
-        services.shut_down(ui, clock, expected_failures=[corrupted["runId"]])
+        shut_down(ui, clock, expected_failures=[corrupted["runId"]])
 
 
 CHECK_LAUNCHER = """
@@ -131,7 +137,7 @@ query Run($id: ID!) {
 """
 
 
-def execute_all_checks(graphql: services.GraphQL, path: list[str],
+def execute_all_checks(graphql: ui_graphql.GraphQL, path: list[str],
                        alive: Callable[[], None]) -> dict[str, str]:
     """What the checks tab's "Execute all" button sends (Dagster 1.13's ExecuteChecksButton:
     the checks that can run alone, in their common job, no partition), then the run's end."""
@@ -158,7 +164,7 @@ def execute_all_checks(graphql: services.GraphQL, path: list[str],
         run = graphql(RUN_STATUS, {"id": run_id})["runOrError"]
         return run if run["status"] in ("SUCCESS", "FAILURE", "CANCELED") else None
 
-    return services.wait_for(f"check run {run_id}", ended, timeout_s=180, interval_s=1,
+    return wait_for(f"check run {run_id}", ended, timeout_s=180, interval_s=1,
                              alive=alive)
 
 
@@ -173,7 +179,7 @@ def delete_one_tag_day(settings: Settings, tag: str, day: date) -> None:
         )
 
 
-ARTIFACTS = services.REPO / ".ww" / "artifacts" / "e2e-browser"
+ARTIFACTS = REPO / ".ww" / "artifacts" / "e2e-browser"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -197,28 +203,28 @@ def test_browser_walks_what_a_newcomer_sees(
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium"
-    clock = services.Stopwatch()
+    clock = Stopwatch()
     today = datetime.now(timezone.utc).date()
     first, last = today - timedelta(days=3), today - timedelta(days=2)
-    home = services.dagster_home(tmp_path / "dagster_home", services.REPO / "dagster.yaml")
+    home = dagster_home(tmp_path / "dagster_home", REPO / "dagster.yaml")
     env = ui_env(ww_env, home, today, monkeypatch)
     settings, chunks = create_plant_and_catalog(env, days=3, tags=8)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
-    with services.dagster_services(env, tmp_path / "logs") as ui:
+    with dagster_services(env, tmp_path / "logs") as ui:
         graphql = ui.webserver.graphql
-        keys = services.backfill_and_verify(ui, settings, chunks, first, last, clock)
-        check_names = sorted(services.check_names(graphql, HISTORY))
+        keys = backfill_and_verify(ui, settings, chunks, first, last, clock)
+        check_names = sorted(ui_graphql.check_names(graphql, HISTORY))
         # the healthy plant is green: every check of every partition passed, WARN ones too
-        latest = services.partition_check_results(graphql, HISTORY, check_names, keys)
+        latest = ui_graphql.partition_check_results(graphql, HISTORY, check_names, keys)
         assert all(e and e["evaluation"]["success"] for e in latest.values()), latest
         # the sync sensor's runs, and the freshness check they evaluate, pass
-        services.wait_for(
+        wait_for(
             "a successful sync run",
-            lambda: services.runs(graphql, {"dagster/sensor_name": SYNC_SENSOR}, ["SUCCESS"]),
+            lambda: ui_graphql.runs(graphql, {"dagster/sensor_name": SYNC_SENSOR}, ["SUCCESS"]),
             timeout_s=180, interval_s=2, alive=ui.check_alive,
         )
-        freshness = graphql(services.CHECK_EXECUTIONS, {
+        freshness = graphql(ui_graphql.CHECK_EXECUTIONS, {
             "path": ["wonderware", "history_sync"], "name": "history_sync_lag_within_limit",
             "partition": None})["assetCheckExecutions"]
         assert freshness and freshness[0]["evaluation"]["success"], freshness
@@ -284,7 +290,7 @@ def test_browser_walks_what_a_newcomer_sees(
             finally:
                 context.close()
         clock.lap(f"screenshots in {ARTIFACTS}")
-        services.shut_down(ui, clock)
+        shut_down(ui, clock)
 
 
 def slice_count(settings: Settings, tags: list[str], day: date) -> int:

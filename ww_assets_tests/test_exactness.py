@@ -214,7 +214,7 @@ def test_a_load_that_waited_for_the_session_replaces_the_one_it_waited_for(
     from ww_assets.historian import EmulatorHistorian
     from ww_assets.history_query import day_bounds
     from ww_assets.warehouse import HeldSessions
-    from ww_assets_tests.services import wait_for
+    from ww_assets_tests.services.processes import wait_for
 
     store = loaded.warehouse
     historian = EmulatorHistorian(loaded.settings.historian_sqlite, loaded.settings.tag_types)

@@ -28,7 +28,7 @@ from ww_assets_tests.plant_fixtures import (
     stored_points,
     warehouse_points,
 )
-from ww_assets_tests.services import BIN, service_env
+from ww_assets_tests.services.processes import BIN, service_env
 
 DAY = date(2025, 11, 2)
 START = datetime(2025, 11, 2, tzinfo=timezone.utc)

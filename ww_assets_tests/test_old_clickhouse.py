@@ -19,7 +19,7 @@ import pytest
 from ww_assets.emulator.plant import create_plant
 from ww_assets.warehouse import MIN_SERVER_VERSION
 from ww_assets_tests.conftest import REPO, Pipeline, free_port
-from ww_assets_tests.services import BIN, service_env
+from ww_assets_tests.services.processes import BIN, service_env
 
 pytestmark = pytest.mark.old_clickhouse
 

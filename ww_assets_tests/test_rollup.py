@@ -122,7 +122,7 @@ def test_a_rollup_that_waited_for_the_session_replaces_the_one_it_waited_for(
 
     from ww_assets.quality_sql import replace_rollup_day
     from ww_assets.warehouse import HeldSessions
-    from ww_assets_tests.services import wait_for
+    from ww_assets_tests.services.processes import wait_for
 
     day, store = DAYS[2], loaded.warehouse
     done: list[object] = []

@@ -24,7 +24,7 @@ from ww_assets.history_store import (
 from ww_assets.quality_sql import replace_rollup_day
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse
 from ww_assets_tests.conftest import REPO
-from ww_assets_tests.services import BIN, service_env
+from ww_assets_tests.services.processes import BIN, service_env
 from ww_assets_tests.test_server_statements import ChdbBackedResource, _forget_checked_servers  # noqa: F401
 
 TAGS = [TagInfo("Tank 1.Level", 1, None, 0.0, 10.0, "m")]

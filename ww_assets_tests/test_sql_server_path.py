@@ -272,7 +272,7 @@ def test_ww_simulate_serve_is_what_doctor_and_a_backfill_reach(tmp_path: Path) -
     import subprocess
 
     from ww_assets_tests.conftest import REPO, free_port
-    from ww_assets_tests.services import BIN, service_env
+    from ww_assets_tests.services.processes import BIN, service_env
 
     home = tmp_path / "ww"
     env = service_env({"WW_HOME": str(home)})

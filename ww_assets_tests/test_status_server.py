@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 
 from ww_assets_tests.conftest import REPO, free_port
-from ww_assets_tests.services import BIN, service_env, wait_for
+from ww_assets_tests.services.processes import BIN, service_env, wait_for
 
 WW = BIN / "ww"
 PATH = "/consumption/wonderware_status"

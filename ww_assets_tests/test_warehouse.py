@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ww_assets.warehouse import ChdbWarehouse, HeldSessions, WarehouseError
-from ww_assets_tests.services import wait_for
+from ww_assets_tests.services.processes import wait_for
 
 
 def _lock_is_free(store: ChdbWarehouse) -> bool:
