@@ -38,7 +38,7 @@ def refresh_catalog(
     chunk_size: int,
     register_chunks: Callable[[list[str]], None] | None = None,
 ) -> CatalogChange:
-    """Record `discovered` in the catalog; existing tags keep their chunk (DESIGN §5.2).
+    """Record `discovered` in the catalog; existing tags keep their chunk.
 
     `register_chunks` gets every chunk of the new catalog before it is written: if it fails,
     the catalog is unchanged and a rerun finds the same new tags and chunks again."""

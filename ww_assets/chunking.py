@@ -1,4 +1,4 @@
-"""Stable assignment of tags to chunks (DESIGN §5.2). No Dagster import.
+"""Stable assignment of tags to chunks. No Dagster import.
 
 A tag keeps its chunk forever. New tags fill the newest chunk up to the chunk size, then open
 new chunks; changing the chunk size later only affects where new tags go. So history already

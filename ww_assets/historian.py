@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ww_assets.history_query import (
+    COPY_MODES,
     render_count_tsql,
     render_history_tsql,
     render_tags_tsql,
@@ -93,7 +94,7 @@ def rows_to_batch(rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
         else:
             batch = pa.RecordBatch.from_struct_array(array)
             refuse_points_merged_by_milliseconds(batch)
-            # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3), DESIGN §2)
+            # naive UTC datetimes; sub-millisecond digits are cut (DateTime64(3))
             return batch.cast(HISTORY_ARROW_SCHEMA, safe=False)
     return _rows_to_batch_by_column(rows)
 
@@ -146,6 +147,11 @@ class EmulatorHistorian:
         server_timezone: str = "America/Chicago",
         batch_rows: int = 100_000,
     ) -> None:
+        if retrieval_mode not in COPY_MODES:
+            raise ValueError(
+                f"the emulator client reads {' or '.join(COPY_MODES)} retrieval only, "
+                f"not {retrieval_mode}: other modes cannot make an exact copy"
+            )
         self.path = Path(path)
         self.tag_types = tag_types
         self.retrieval_mode = retrieval_mode
@@ -181,17 +187,9 @@ class EmulatorHistorian:
     def count_points(
         self, tags: Sequence[str], start_utc: datetime, end_utc: datetime
     ) -> dict[str, int]:
-        """Points per tag that `read_history` returns for [start, end) UTC, as the historian's
-        `COUNT(*)` in the same retrieval mode counts them; 0 for tags without any. In Full mode
-        that is every stored point (an indexed count); Delta keeps a point by the values
-        before it, so its points are counted as they are read."""
-        if self.retrieval_mode == "Full":
-            return self._emulator().count_points(tags, start_utc, end_utc)
-        counts = dict.fromkeys(tags, 0)
-        for batch in self.read_history(tags, start_utc, end_utc):
-            for item in pc.value_counts(batch.column("TagName")).to_pylist():
-                counts[item["values"]] += item["counts"]
-        return counts
+        """Stored points per tag in [start, end) UTC, what `read_history` returns (an indexed
+        count); 0 for tags without any."""
+        return self._emulator().count_points(tags, start_utc, end_utc)
 
 
 class SqlServerHistorian:

@@ -1,7 +1,8 @@
-"""What we ask the historian's `History` table, and its T-SQL rendering.
+"""What the pipeline asks the historian's `History` table, and its T-SQL rendering.
 
 A `HistoryQuery` carries the predicates of one History query. The SQL Server backend renders it
-to T-SQL with bound parameters; the emulator answers the same object with the historian's
+to T-SQL with every value a `%s` parameter (pymssql quotes them into the batch it sends, so no
+value is ever formatted into the SQL here); the emulator answers the same object with the historian's
 semantics. No Dagster import: tested directly and reused by the CLI.
 """
 

@@ -1,6 +1,6 @@
 """The project's tables in ClickHouse and the statements on them.
 
-Readers see one row per point at every moment (invariant §5.1) because they never read the
+Readers see one row per point at every moment because they never read the
 stored rows directly: `WonderwareHistory` is a view of `WonderwareHistoryVersions FINAL`, a
 `ReplacingMergeTree(LoadId, IsDeleted)` where every load inserts its rows under a fresh
 `LoadId` and nothing is ever deleted. For each (TagName, DateTime) a reader sees the row of the
@@ -452,16 +452,6 @@ def _clip(
 
 
 # ---------------------------------------------------------------- reading back
-
-
-def slice_row_count(
-    conn: WarehouseConnection, database: str, tags: list[str], start: datetime, end: datetime
-) -> int:
-    table = conn.query(
-        f"SELECT count() AS n FROM {database}.{HISTORY_TABLE} WHERE {SLICE}",
-        slice_params(tags, start, end),
-    )
-    return int(table.column("n")[0].as_py())
 
 
 def status(conn: WarehouseConnection, database: str) -> dict[str, object]:

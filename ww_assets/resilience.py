@@ -1,7 +1,7 @@
 """Fault handling: which failures are worth retrying, backoff, and a circuit breaker.
 
-The replaced system retried everything three times and guarded only connection creation
-(DESIGN §3). Here a failure is classified explicitly: transient faults (a dropped connection,
+The replaced system retried everything three times and guarded only connection creation.
+Here a failure is classified explicitly: transient faults (a dropped connection,
 a timeout, an overloaded ClickHouse, a deadlock, the emulator's SQLite file locked by a
 writer) are retried with exponential backoff and jitter; permanent ones (bad credentials, an
 unknown database or table, bad configuration, a schema mismatch) fail at once. No Dagster import.

@@ -2,7 +2,7 @@
 
 Names follow the replaced system's `WonderwareHistory` table; types follow the AVEVA
 History table (65379), narrowed where the data allows (DateTime64(3): delta-storage
-timestamps are accurate to 1 ms, DESIGN §2).
+timestamps are accurate to 1 ms, 67229).
 """
 
 from __future__ import annotations

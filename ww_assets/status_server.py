@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 STATUS_PATH = "/consumption/wonderware_status"
-DEFAULT_PORT = 4000
 
 
 class StatusServer(HTTPServer):

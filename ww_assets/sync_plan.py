@@ -1,4 +1,4 @@
-"""What the incremental sync reads (DESIGN §2 late data, §3 watermark defects, §5.5 load).
+"""What the incremental sync reads: late data found, no global watermark, each point read once.
 
 Never one global watermark for what is loaded, and no lookback re-read. Each sync reads every
 tag from where the previous sync's reads ended (`read_until`): a point behind that which was

@@ -3,7 +3,7 @@
 `Warehouse.connect()` yields a `WarehouseConnection` with three verbs (query to Arrow, command,
 insert Arrow). Query parameters use ClickHouse's `{name:Type}` syntax on both backends.
 
-chDB opens a data directory in one process at a time (DESIGN §6), so every embedded session is
+chDB opens a data directory in one process at a time, so every embedded session is
 taken under an exclusive file lock. A process that waits for it says so (`wait_stamp`), and a
 session that others wait for is kept short (one partition's load after at least 5 s of a run's
 consecutive partitions, one check step's queries, one CLI command): a backfill run, the sync, a

@@ -1,4 +1,4 @@
-"""A small hand-made plant full of the traps of DESIGN §2, and readers to compare both sides."""
+"""A small hand-made plant full of the historian's traps (midnight, DST, odd names, NULLs), and readers to compare both sides."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`make bench` at a tiny size: the harness runs end to end and ends with the contract's JSON
-line (DESIGN §4). No timing assertions: the figures depend on the machine."""
+line. No timing assertions: the figures depend on the machine."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The historian emulator answers History queries with the historian's semantics (DESIGN §2)."""
+"""The historian emulator answers History queries with the historian's semantics."""
 
 from __future__ import annotations
 
@@ -612,17 +612,14 @@ def _mixed_points() -> list[tuple]:
         ("Full", "UTC", False, 37),
         ("Full", None, False, 64),
         ("Full", "Asia/Tokyo", False, 100_000),
-        ("Delta", "UTC", True, 50),
-        ("Full", None, True, 1000),
-        ("Delta", "Asia/Tokyo", False, 64),
     ],
 )
 def test_query_arrow_equals_the_row_path(
     tmp_path: Path, mode: str, time_zone: str | None, start_inclusive: bool, batch_rows: int
 ) -> None:
-    """`query_arrow` is the emulator's fast path for `read_history`; it must give exactly the
-    batches that `rows_to_batch` makes of `query`'s pymssql-typed rows, whatever the mode,
-    zone, bounds and batch size."""
+    """`query_arrow` is the emulator's path for `read_history`; it must give exactly the
+    batches that `rows_to_batch` makes of `query`'s pymssql-typed rows, whatever the zone and
+    batch size."""
     import pyarrow as pa
 
     from ww_assets.historian import rows_to_batch
@@ -705,14 +702,25 @@ def test_query_arrow_refuses_what_query_refuses(tmp_path: Path) -> None:
         emulator.query_arrow(_query(["Analog.A"], *window), batch_rows=0)
 
 
-@pytest.mark.parametrize("mode", ["Full", "Delta"])
-def test_the_emulator_counts_what_it_returns_in_its_retrieval_mode(
-    tmp_path: Path, mode: str
-) -> None:
-    """As the historian's `COUNT(*)` with the query's retrieval mode: the row-count check and
-    the reconciliation compare it with what the copy read, so in Delta mode (repeated values
-    dropped) it counts fewer points than are stored. The expected points are worked out here
-    from the stored ones, not from the emulator."""
+def test_query_arrow_answers_the_pipelines_reads_only(tmp_path: Path) -> None:
+    """Delta and an inclusive start are `query`'s (the TDS front's): the pipeline copies in Full
+    with an exclusive start, and its emulator client refuses any other mode."""
+    from ww_assets.historian import EmulatorHistorian
+
+    emulator = _emulator(tmp_path, [_point("Analog.A", _utc(2025, 6, 1, 10), 1.0)])
+    window = (datetime(2025, 6, 1), datetime(2025, 6, 2))
+    with pytest.raises(ValueError, match="Delta retrieval is answered by query"):
+        emulator.query_arrow(_query(["Analog.A"], *window, retrieval_mode="Delta"))
+    with pytest.raises(ValueError, match="inclusive start is answered by query"):
+        emulator.query_arrow(_query(["Analog.A"], *window, start_inclusive=True))
+    with pytest.raises(ValueError, match="not Delta"):
+        EmulatorHistorian(tmp_path / "historian.sqlite", (1,), retrieval_mode="Delta")
+
+
+def test_the_emulator_counts_what_it_returns(tmp_path: Path) -> None:
+    """As the historian's `COUNT(*)`: the row-count check and the reconciliation compare it
+    with what the copy read. The expected points are the stored ones, read here from SQLite,
+    not from the emulator."""
     from collections import Counter
 
     from ww_assets.historian import EmulatorHistorian
@@ -724,30 +732,15 @@ def test_the_emulator_counts_what_it_returns_in_its_retrieval_mode(
     start = _utc(2025, 11, 1)
     tags = ["Tank.Level", "Kühlwasser Pumpe.Status", "Reactor01.Temperature", "No.Such.Tag",
             "Operator's;--Note"]
-    historian = EmulatorHistorian(path, (1, 2, 3), retrieval_mode=mode)
+    historian = EmulatorHistorian(path, (1, 2, 3))
     read = [
         (row["TagName"], row["DateTime"].strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
         for batch in historian.read_history(tags, start, start + timedelta(days=1))
         for row in batch.to_pylist()
     ]
-    stored = stored_points(path, tags, day, day)
-    if mode == "Full":
-        expected = stored
-    else:
-        # Delta: a point is returned when its value (vValue for the string tag) differs from
-        # the previous one returned for its tag in the window; NULL equals NULL.
-        expected, previous = [], {}
-        for point in stored:
-            tag, value = point[0], point[3] if point[0] == "Operator's;--Note" else point[2]
-            if tag not in previous or previous[tag] != value:
-                expected.append(point)
-            previous[tag] = value
+    expected = stored_points(path, tags, day, day)
     assert read == [(p[0], p[1]) for p in expected]
     counts = historian.count_points(tags, start, start + timedelta(days=1))
     by_tag = Counter(p[0] for p in expected)
     assert counts == {tag: by_tag[tag] for tag in tags}
     assert counts["No.Such.Tag"] == 0
-    if mode == "Delta":
-        every = Counter(p[0] for p in stored)
-        assert 0 < counts["Tank.Level"] < every["Tank.Level"]
-        assert counts["Reactor01.Temperature"] == every["Reactor01.Temperature"]

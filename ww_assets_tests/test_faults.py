@@ -1,6 +1,6 @@
 """Fault injection with real parts: interrupted loads, kill -9, overlapping backfills.
 
-The property under test (invariant §5.6 and issue #5): once a load of a slice has succeeded,
+The property under test: once a load of a slice has succeeded,
 no reader ever sees a point of it missing, whatever happens to later loads; and a rerun
 leaves the slice exact.
 """
@@ -142,22 +142,3 @@ def test_overlapping_backfills_leave_exact_slices(tmp_path: Path) -> None:
     expected = stored_points(tmp_path / "ww" / "historian.sqlite", tags, first, last)
     assert warehouse_points(warehouse, tags, first, last) == expected
     assert len(expected) > 1000
-
-
-def test_a_read_on_a_sqlite_connection_streams_into_the_insert(plant) -> None:
-    """An embedded insert pulls the read's batches from chDB's own thread. The emulator's
-    Python read path (Delta retrieval here: a `sqlite3` connection opened by the caller's
-    thread on the first batch) streams straight into `replace_slice`, several statements
-    long, and lands exactly as read."""
-    sqlite, warehouse, _ = plant
-    delta = EmulatorHistorian(sqlite, (1, 2, 3), retrieval_mode="Delta", batch_rows=20)
-    read = pa.Table.from_batches(list(delta.read_history(COPIED_TAGS, START, END)))
-    statements = []
-    stats = replace_slice(warehouse, COPIED_TAGS, START, END,
-                          delta.read_history(COPIED_TAGS, START, END), insert_rows=30,
-                          on_batch=lambda s: statements.append(s.rows))  # fmt: skip
-    assert stats.rows == read.num_rows and len(statements) > 2
-    stored = warehouse_points(warehouse, COPIED_TAGS, DAY, DAY)
-    assert [(tag, value) for tag, _, value, *_ in stored] == list(
-        zip(read["TagName"].to_pylist(), read["Value"].to_pylist())
-    )

@@ -35,7 +35,7 @@ def _predicates(tree: exp.Select) -> list[exp.Expression]:
     return list(where.flatten()) if isinstance(where, exp.And) else [where]
 
 
-def test_window_query_is_half_open_utc_full_with_bound_parameters() -> None:
+def test_window_query_is_half_open_utc_full_with_every_value_a_parameter() -> None:
     start = datetime(2025, 11, 2, tzinfo=timezone.utc)
     end = datetime(2025, 11, 3, tzinfo=timezone.utc)
     sql, params = render_history_tsql(window_query(ODD_TAGS, start, end))

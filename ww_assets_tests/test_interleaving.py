@@ -1,4 +1,4 @@
-"""Readers see exactly one copy of every point at every moment (§5.1), statement by statement.
+"""Readers see exactly one copy of every point at every moment, statement by statement.
 
 On a ClickHouse server nothing serializes two loads, so these tests interleave the statements
 of two loads (`SliceLoad`, `RollupLoad`: the statements `replace_slice` and the rollup send,

@@ -1,4 +1,4 @@
-"""Invariant §5.2: tags keep their chunk; new tags get their past loaded by the sensor."""
+"""Tags keep their chunk; new tags get their past loaded by the sensor."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def test_changes_that_cancel_out_in_the_total_are_found_per_tag(recent: Pipeline
 
 
 def test_count_tsql_has_the_read_query_s_predicates_and_parameters() -> None:
-    """The historian's side of the counts: same WHERE, same bound parameters, grouped by tag."""
+    """The historian's side of the counts: same WHERE, same parameters, grouped by tag."""
 
 
     from ww_assets.history_query import (

@@ -6,7 +6,7 @@ checks it. On a server (its connection class driven on chDB by the stand-in driv
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest

@@ -1,6 +1,6 @@
 """Answers `History` queries from the emulator's stored points with the historian's semantics.
 
-What is emulated (DESIGN §2): the `Full` and `Delta` retrieval modes, inclusive and exclusive
+What is emulated: the `Full` and `Delta` retrieval modes, inclusive and exclusive
 bounds, the synthetic initial-value row of an inclusive start (`Quality = 133`, or a NULL row
 with `QualityDetail = 65536`), and the time zone of bounds and results (`wwTimeZone`; without
 it, the server's local time with daylight saving, so the autumn hour repeats).
@@ -16,7 +16,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import adbc_driver_sqlite.dbapi as adbc_sqlite
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -149,19 +148,22 @@ class HistorianEmulator:
         return self._rows(q, zone, batch_rows)
 
     def query_arrow(self, q: HistoryQuery, batch_rows: int = 100_000) -> Iterator[pa.RecordBatch]:
-        """The rows of `query(q)` as Arrow record batches of at most `batch_rows` rows, built
-        column by column from the stored points (no 33-value tuple per row).
+        """The rows of `query(q)` as Arrow record batches of at most `batch_rows` rows, for the
+        pipeline's reads: `Full` retrieval with an exclusive start, the stored points as they
+        are, fetched straight into Arrow in one SQLite snapshot (no Python object per value).
 
         Equal to `historian.rows_to_batch` of `query(q)`'s rows: timestamps are the naive
-        wall-clock times of the query's zone, typed as in `HISTORY_ARROW_SCHEMA`. A Full query
-        with an exclusive start (the pipeline's reads) returns the stored points as they are,
-        fetched straight into Arrow; an initial-value row or the Delta filter is built from
-        each tag's points in Python.
+        wall-clock times of the query's zone, typed as in `HISTORY_ARROW_SCHEMA`. Other modes
+        and an inclusive start (an initial-value row) are answered by `query` only.
         """
         zone = self._checked(q, batch_rows)
-        if q.retrieval_mode == "Full" and not q.start_inclusive:
-            return self._stored_batches(q, zone, batch_rows)
-        return self._batches(q, zone, batch_rows)
+        if q.retrieval_mode != "Full" or q.start_inclusive:
+            raise ValueError(
+                f"query_arrow reads stored points as they are (Full, exclusive start); "
+                f"{q.retrieval_mode} retrieval"
+                f"{' with an inclusive start' if q.start_inclusive else ''} is answered by query()"
+            )
+        return self._stored_batches(q, zone, batch_rows)
 
     def _rows(self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int) -> Iterator[list[tuple]]:
         echo = _echo(q)
@@ -184,8 +186,7 @@ class HistorianEmulator:
         self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
     ) -> Iterator[pa.RecordBatch]:
         """`q`'s stored points as they are, in one SQLite query (one snapshot) read into Arrow
-        by the ADBC SQLite driver: no Python object per value, about a third of the time of
-        `_batches`."""
+        by the ADBC SQLite driver."""
         window = _window(q, zone)
         if window is None:
             return
@@ -215,21 +216,6 @@ class HistorianEmulator:
                 points = points.slice(1) if index == 0 else points  # the typed first row
                 if points.num_rows:
                     yield _arrow_batch(points, names, keys, echo, zone)
-
-    def _batches(
-        self, q: HistoryQuery, zone: tzinfo | None, batch_rows: int
-    ) -> Iterator[pa.RecordBatch]:
-        echo = _echo(q)
-        pending: list[tuple[str, int, list[tuple]]] = []
-        size = 0
-        for tag, key, points in self._stored_points(q, zone, batch_rows):
-            if size + len(points) > batch_rows:
-                yield _batch(pending, echo, zone)
-                pending, size = [], 0
-            pending.append((tag, key, points))
-            size += len(points)
-        if pending:
-            yield _batch(pending, echo, zone)
 
     def _checked(self, q: HistoryQuery, batch_rows: int) -> tzinfo | None:
         """The query's zone (None for UTC), once its mode and batch size are known to work."""
@@ -436,13 +422,6 @@ def _rows_local(
     ]
 
 
-# The stored point (see `_stored_points`) as an Arrow struct, converted in C++ in one call.
-_POINT_TYPE = pa.struct(
-    [
-        pa.field("DateTime", pa.string()),
-        *(HISTORY_ARROW_SCHEMA.field(name) for name in _ROW_LAYOUT[2:7]),
-    ]
-)
 _NAIVE_MS = pa.timestamp("ms")
 _KEY_INDEX, _START_INDEX = _ROW_LAYOUT.index("wwTagKey"), _ROW_LAYOUT.index("StartDateTime")
 
@@ -456,19 +435,12 @@ _SELECT_ARROW_POINTS = (
     "CAST(QualityDetail AS INTEGER), CAST(OpcQuality AS INTEGER) FROM Points "
     "WHERE TagName IN (SELECT value FROM json_each(?)) AND {condition} ORDER BY 1, 2"
 )
-_ARROW_POINT_SCHEMA = pa.schema([pa.field("TagName", pa.string()), *_POINT_TYPE])
-
-
-def _batch(
-    parts: list[tuple[str, int, list[tuple]]], echo: tuple, zone: tzinfo | None
-) -> pa.RecordBatch:
-    """One record batch of the rows of several tags' stored points (`_stored_points` items)."""
-    points = parts[0][2] if len(parts) == 1 else [p for _, _, chunk in parts for p in chunk]
-    stored = pa.RecordBatch.from_struct_array(pa.array(points, type=_POINT_TYPE))
-    owner = pa.array(np.repeat(np.arange(len(parts), dtype=np.int32), [len(c) for _, _, c in parts]))
-    tag = pc.take(pa.array([t for t, _, _ in parts], pa.string()), owner)
-    key = pc.take(pa.array([k for _, k, _ in parts], pa.int32()), owner)
-    return _history_batch(_moment(stored.column(0), zone), tag, stored.columns[1:], key, echo)
+_ARROW_POINT_SCHEMA = pa.schema([
+    pa.field("TagName", pa.string()),
+    pa.field("DateTime", pa.string()),
+    *(HISTORY_ARROW_SCHEMA.field(name) for name in _ROW_LAYOUT[2:7]),
+])
+"""A stored point as `_SELECT_ARROW_POINTS` returns it: Value to OpcQuality typed as in History."""
 
 
 def _arrow_batch(

@@ -1,4 +1,4 @@
-"""The emulator's SQLite storage: AVEVA's Runtime tag tables and the stored points (DESIGN §4).
+"""The emulator's SQLite storage: AVEVA's Runtime tag tables and the stored points.
 
 Tables, under the historian's own names and columns (65431, 1220349, 65357), so that catalog
 T-SQL written for AVEVA runs here unchanged (and fails here where it would fail there):
@@ -249,11 +249,6 @@ def remove_tags(conn: sqlite3.Connection, names: Iterable[str]) -> None:
         for name in names:
             for table in ("Tag", "TagRef", "AnalogTag", "DiscreteTag", "StringTag"):
                 conn.execute(f"DELETE FROM {table} WHERE TagName = ?", (name,))
-
-
-def tag_count(conn: sqlite3.Connection) -> int:
-    """How many tags the catalog holds (system tags included)."""
-    return conn.execute("SELECT count(*) FROM Tag").fetchone()[0]
 
 
 def tag_definitions(conn: sqlite3.Connection) -> list[TagDef]:

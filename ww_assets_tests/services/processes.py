@@ -29,7 +29,6 @@ T = TypeVar("T")
 _ISOLATED = (
     "WONDERWARE_HOST",
     "CLICKHOUSE_HOST",
-    "CLICKHOUSE_CLUSTER",
     "REDIS_URL",
     "DAGSTER_HOME",
 )
