@@ -10,7 +10,7 @@ DEMO_DAYS ?= 3
 DEMO_TAGS ?= 150
 DEV_PORT ?= 3000
 
-.PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full bench-sync clean
+.PHONY: install demo dev test test-old-clickhouse e2e-browser bench bench-full bench-sync bench-read clean
 
 $(BIN)/ww: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-full: install
 ## bench-sync: the historian load of a day of operation at 1,500 tags (sync a minute apart, late bursts, refresh, reconciliation) and of adding one tag to 2 years
 bench-sync: install
 	$(BIN)/python -m bench.sync_day
+
+## bench-read: readers' price of one row per point (the views read FINAL) on a 100M-row table, unmerged after reloads and merged; figures in $(WW_HOME)/artifacts/bench-read.json
+bench-read: install
+	$(BIN)/python -m bench.read_path
 
 clean:
 	rm -rf $(WW_HOME) .pytest_cache
