@@ -1,8 +1,8 @@
 """Reproducible emulator datasets for the benchmark, written by SQLite itself in bulk.
 
 `ww simulate` models a plant point by point in Python (a few hundred thousand points/s); the
-benchmark needs millions of points in seconds. This writer fills the same store (the DESIGN §4
-`Points` contract, created by `emulator.store`) with one `INSERT ... SELECT` over a recursive
+benchmark needs millions of points in seconds. This writer fills the same store (the emulator's
+`Points` table, created by `emulator.store`) with one `INSERT ... SELECT` over a recursive
 row counter per tag: no Python per point, about 0.7 million points/s on one core. Tags come
 from `plant.default_tags` (70/20/10 analog/discrete/string, awkward names included), so the
 pipeline sees a plant's rows: floats with their `vValue` text, 0/1 discretes, string tags with

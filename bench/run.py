@@ -32,7 +32,7 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
 7. pymssql: the same two partitions read through `SqlServerHistorian` (pymssql over TDS) from
    `ww simulate serve` in another process: the client's CPU µs per row and its peak RSS.
 
-Prints a readable report, then one JSON line (DESIGN §4).
+Prints a readable report, then one JSON line of every figure.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     settings = Settings.from_env({})
     path = root / "day" / "historian.sqlite"
     started = time.monotonic()
-    summary = plant.create_plant(path, DAY, DAY + timedelta(days=1), n_tags=n_tags)
+    plant.create_plant(path, DAY, DAY + timedelta(days=1), n_tags=n_tags)
     remote = [store.TagDef(f"Remote.Site{i}.Flow", 1, "store-and-forward site", 0.0, 100.0, "m3/h")
               for i in range(REMOTE_TAGS)]  # fmt: skip
     conn = store.connect(path)
