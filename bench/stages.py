@@ -439,7 +439,7 @@ def ww_setup() -> dict[str, Any]:
     import dagster as dg
 
     from ww_assets.definitions import build_definitions
-    from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+    from ww_assets.wonderware.keys import HISTORY_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -470,7 +470,7 @@ def ww_create_runs(ranges: list[list[str]]) -> dict[str, Any]:
     from dagster._serdes import serialize_value
 
     from ww_assets.wonderware.jobs import history_job
-    from ww_assets.wonderware.sensors import range_tags
+    from ww_assets.wonderware.run_requests import range_tags
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)

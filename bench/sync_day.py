@@ -68,7 +68,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     from ww_assets.quality_sql import compare_counts
     from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
     from ww_assets.warehouse import ChdbWarehouse, HeldSessions
-    from ww_assets.wonderware.sync import _append_reads, _recount
+    from ww_assets.wonderware.sync_steps import append_reads, recount_late_points
 
     settings = Settings.from_env({})
     path = root / "day" / "historian.sqlite"
@@ -134,7 +134,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
             silent = {} if sweep or read_until is None else silent_tags(
                 own_watermarks(tags, marks, DAY, horizon), min(read_until, end),
                 timedelta(seconds=settings.sync_lookback_s))  # fmt: skip
-            appended = _append_reads(client, held, reads, silent, settings.sync_tags_per_read)
+            appended = append_reads(client, held, reads, silent, settings.sync_tags_per_read)
             read_until = end
             swept_until = end if sweep else swept_until
             repaired = 0
@@ -142,7 +142,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
                 recounted_until = end
             elif (end - recounted_until).total_seconds() >= settings.sync_recount_interval_s:
                 since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
-                outcome = _recount(client, held, tags, since, end, settings.sync_tags_per_read)
+                outcome = recount_late_points(client, held, tags, since, end, settings.sync_tags_per_read)
                 repaired = outcome.stats.rows
                 recounted_until = end
         load = _diff(client.load.snapshot(), before_load)
@@ -153,7 +153,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     end = DAY + timedelta(hours=hours) - SAFETY_MARGIN
     if recounted_until is not None and recounted_until < end:
         since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
-        final = _recount(client, warehouse, tags, since, end, settings.sync_tags_per_read)
+        final = recount_late_points(client, warehouse, tags, since, end, settings.sync_tags_per_read)
         syncs[-1]["repaired_rows"] += final.stats.rows
         load = _diff(client.load.snapshot(), before_load)
         for kind in load:

@@ -298,10 +298,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from ww_assets.definitions import build_definitions  # it silences Dagster's preview warnings
     from ww_assets.plant_days import with_plant_first_day
-    from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+    from ww_assets.wonderware.keys import HISTORY_KEY, SYNC_KEY, TAGS_KEY
     from ww_assets.wonderware.partitions import TAG_CHUNKS, complete_days, history_key
-    from ww_assets.wonderware.sensors import range_tags
-    from ww_assets.wonderware.sync import SYNC_KEY
+    from ww_assets.wonderware.run_requests import range_tags
 
     quiet = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 

@@ -104,7 +104,7 @@ def _instance(settings: Settings) -> Any:
 
 
 def _checks(instance: Any) -> dict[str, Any]:
-    from ww_assets.wonderware.checks import checks_summary
+    from ww_assets.wonderware.verdicts import checks_summary
 
     return checks_summary(instance)
 
@@ -145,7 +145,7 @@ def lag_note(settings: Settings, report: dict[str, Any], instance: Any) -> str |
 def _last_sync(instance: Any) -> datetime | None:
     if instance is None:
         return None
-    from ww_assets.wonderware.sync import SYNC_KEY
+    from ww_assets.wonderware.keys import SYNC_KEY
 
     event = instance.get_latest_materialization_event(SYNC_KEY)
     return None if event is None else datetime.fromtimestamp(event.timestamp, timezone.utc)

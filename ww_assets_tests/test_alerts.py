@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 
 from ww_assets.config import Settings
-from ww_assets.wonderware.alerts import build_alert_sensor
-from ww_assets.wonderware.checks import QUALITY, SYNC_FRESH_KEY, history_check_keys
+from ww_assets.wonderware.keys import QUALITY, SYNC_FRESH_KEY, history_check_keys
+from ww_assets.wonderware.sensors import build_alert_sensor
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
 
@@ -77,9 +77,8 @@ def test_every_failed_partition_of_a_large_check_run_is_alerted(pipeline: Pipeli
     run over months that were never loaded): the first tick reports all of them."""
     from datetime import timedelta
 
-    from ww_assets.wonderware.alerts import BATCH, _check_alerts
-    from ww_assets.wonderware.assets import HISTORY_KEY
-    from ww_assets.wonderware.checks import ROWCOUNT
+    from ww_assets.wonderware.alerts import BATCH, check_alerts
+    from ww_assets.wonderware.keys import HISTORY_KEY, ROWCOUNT
 
     from ww_assets.emulator import store
     from ww_assets.history_store import read_active_tags
@@ -102,6 +101,6 @@ def test_every_failed_partition_of_a_large_check_run_is_alerted(pipeline: Pipeli
     failed = {e.partition for e in result.get_asset_check_evaluations() if not e.passed}
     assert len(failed) > BATCH
 
-    alerts, newest = _check_alerts(pipeline.instance, [rowcount], 0, 0.0)
+    alerts, newest = check_alerts(pipeline.instance, [rowcount], 0, 0.0)
     assert {a["partition"] for a in alerts} == failed
-    assert _check_alerts(pipeline.instance, [rowcount], newest, 0.0)[0] == []
+    assert check_alerts(pipeline.instance, [rowcount], newest, 0.0)[0] == []

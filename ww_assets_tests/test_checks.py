@@ -10,17 +10,16 @@ import pyarrow as pa
 import pytest
 
 from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE
-from ww_assets.wonderware.checks import (
+from ww_assets.wonderware.keys import (
     BLOCKING_CHECKS,
     HISTORY_CHECKS,
     IN_WINDOW,
     NO_DUPLICATES,
     QUALITY,
     ROWCOUNT,
-    checks_summary,
     history_check_keys,
-    partition_verdicts,
 )
+from ww_assets.wonderware.verdicts import checks_summary, partition_verdicts
 from ww_assets_tests.conftest import Pipeline, free_port
 from ww_assets_tests.plant_fixtures import (
     DAYS,

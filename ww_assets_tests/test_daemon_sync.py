@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from ww_assets.warehouse import ChdbWarehouse
-from ww_assets.wonderware.sync import SYNC_RUN_TAG
+from ww_assets.wonderware.keys import SYNC_RUN_TAG
 from ww_assets_tests.conftest import REPO
 from ww_assets_tests.services.dagster_services import dagster_home, start_daemon
 from ww_assets_tests.services.processes import BIN, service_env

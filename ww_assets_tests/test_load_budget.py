@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from ww_assets.config import ConfigError, Settings
-from ww_assets.wonderware.checks import ROWCOUNT
-from ww_assets.wonderware.reconcile import reconcile_days
+from ww_assets.wonderware.keys import ROWCOUNT
+from ww_assets.wonderware.reconciliation import reconcile_days
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant
 

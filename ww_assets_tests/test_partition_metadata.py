@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ww_assets.history_store import chunk_tags
-from ww_assets.wonderware.assets import HISTORY_KEY
+from ww_assets.wonderware.keys import HISTORY_KEY
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import DAYS, build_trap_plant, stored_points
 

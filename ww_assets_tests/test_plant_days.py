@@ -13,7 +13,7 @@ from ww_assets.definitions import defs
 from ww_assets.emulator.plant import create_plant
 from ww_assets.historian import EmulatorHistorian
 from ww_assets.plant_days import first_plant_day, with_plant_first_day
-from ww_assets.wonderware.assets import HISTORY_KEY
+from ww_assets.wonderware.keys import HISTORY_KEY
 
 UTC = timezone.utc
 

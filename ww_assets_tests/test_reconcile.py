@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 
 from ww_assets.emulator import plant, store
-from ww_assets.wonderware.reconcile import REASON_TAG, RECONCILE_RUN_TAG
+from ww_assets.wonderware.keys import REASON_TAG, RECONCILE_RUN_TAG
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
 from ww_assets_tests.test_history_query import parse_tsql

@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 
 from ww_assets.quality_sql import ROLLUP_TABLE, ensure_rollup_schema
-from ww_assets.wonderware.checks import PartitionVerdict
-from ww_assets.wonderware.rollup import gate_message
+from ww_assets.wonderware.rollup_gate import gate_message
+from ww_assets.wonderware.verdicts import PartitionVerdict
 from ww_assets_tests.conftest import Pipeline
 from ww_assets_tests.plant_fixtures import COPIED_TAGS, DAYS, build_trap_plant
 

@@ -8,7 +8,7 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.status_report import age, lag_note
-from ww_assets.wonderware.sync import SYNC_KEY
+from ww_assets.wonderware.keys import SYNC_KEY
 
 
 def _settings(**env: str) -> Settings:

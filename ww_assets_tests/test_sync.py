@@ -12,7 +12,8 @@ import pytest
 from ww_assets.emulator import store
 from ww_assets.sync_plan import plan_sync, recount_buckets
 from ww_assets.tag_cache import CACHE_KEY
-from ww_assets.wonderware.sync import SYNC_KEY, SYNC_RUN_TAG, refresh_request
+from ww_assets.wonderware.keys import SYNC_KEY, SYNC_RUN_TAG
+from ww_assets.wonderware.run_requests import refresh_request
 from ww_assets_tests.conftest import Pipeline, RedisServer
 
 UTC = timezone.utc

@@ -1,15 +1,13 @@
-"""The failure-alert sensor: failed checks and failed runs, logged and posted as JSON."""
+"""Failure alerts: failed checks and failed runs found in the instance after a cursor, and
+their delivery as JSON to a webhook."""
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-
-from ww_assets.config import Settings
 
 FIRST_LOOK_BACK_S = 3600
 """On its first evaluation the sensor reports what failed in the last hour, not all history."""
@@ -36,7 +34,7 @@ def _plain(metadata: Mapping[str, dg.MetadataValue]) -> dict[str, object]:
     return {key: value.value for key, value in metadata.items()}
 
 
-def _check_alerts(
+def check_alerts(
     instance: dg.DagsterInstance, check_keys: Sequence[dg.AssetCheckKey], after_id: int, since: float
 ) -> tuple[list[dict[str, object]], int]:
     alerts: list[tuple[int, dict[str, object]]] = []
@@ -91,7 +89,7 @@ def _executions_after(
         before = page[-1].id
 
 
-def _run_alerts(
+def run_alerts(
     instance: dg.DagsterInstance, after_id: int, since: float
 ) -> tuple[list[dict[str, object]], int]:
     records = instance.fetch_run_status_changes(
@@ -125,37 +123,3 @@ def _run_alerts(
             }
         )
     return alerts, max((r.storage_id for r in records), default=after_id)
-
-
-def build_alert_sensor(
-    settings: Settings, check_keys: Sequence[dg.AssetCheckKey]
-) -> dg.SensorDefinition:
-    url = settings.alert_webhook_url
-
-    @dg.sensor(
-        name="wonderware_failure_alert_sensor",
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-    )
-    def wonderware_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        """Logs every failed check of the wonderware assets and every failed run, and posts
-        each as JSON to WONDERWARE_ALERT_WEBHOOK_URL when it is set."""
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        since = time.time() - FIRST_LOOK_BACK_S
-        checks, check_id = _check_alerts(context.instance, check_keys, cursor.get("check", 0), since)
-        runs, run_id = _run_alerts(context.instance, cursor.get("run", 0), since)
-        undelivered = 0
-        for alert in [*checks, *runs]:
-            context.log.warning(f"ALERT {alert['text']}")
-            if url:
-                error = post_alert(url, {"source": "ww_assets", **alert})
-                if error:
-                    undelivered += 1
-                    context.log.error(f"alert webhook {url} failed: {error}")
-        context.update_cursor(json.dumps({"check": check_id, "run": run_id}))
-        if not checks and not runs:
-            return dg.SkipReason("no failed checks or runs")
-        delivered = "" if not url else f", {len(checks) + len(runs) - undelivered} posted"
-        return dg.SkipReason(f"{len(checks)} failed checks, {len(runs)} failed runs{delivered}")
-
-    return wonderware_failure_alert_sensor

@@ -1,29 +1,37 @@
-"""The tag catalog and the day × tag-chunk history assets."""
+"""The assets of the wonderware domain: the tag catalog, the day × tag-chunk history, the
+incremental sync and the 1-minute rollup."""
 
 import time
-from collections.abc import Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from functools import partial
-from typing import NamedTuple
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import SliceStats, read_active_tags, replace_slice
+from ww_assets.history_store import (
+    SliceStats,
+    active_tags_by_chunk,
+    ensure_schema,
+    read_active_tags,
+    tag_watermarks,
+)
+from ww_assets.quality_sql import ROLLUP_TABLE, replace_rollup_day
 from ww_assets.read_ahead import ReadsAhead
-from ww_assets.warehouse import HeldSessions, Warehouse
+from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
+from ww_assets.warehouse import HeldSessions
+from ww_assets.wonderware.history_load import Slice, copy_read, partition_metadata
+from ww_assets.wonderware.keys import HISTORY_KEY, ROLLUP_KEY, SYNC_KEY, TAGS_KEY
 from ww_assets.wonderware.partitions import (
     ONLY_TAGS_TAG,
     ROWS_READ,
     TAG_CHUNKS,
+    daily_partitions,
+    history_key,
     history_partitions,
     only_tags,
-    split_key,
 )
 from ww_assets.wonderware.resources import (
     HistorianResource,
@@ -35,9 +43,15 @@ from ww_assets.wonderware.retries import (
     step_retry_policy,
     with_retries,
 )
-
-TAGS_KEY = dg.AssetKey(["wonderware", "tags"])
-HISTORY_KEY = dg.AssetKey(["wonderware", "history"])
+from ww_assets.wonderware.rollup_gate import COVERAGE_SCHEMA, coverage_records, gate_message
+from ww_assets.wonderware.sync_steps import (
+    append_reads,
+    first_sync_start,
+    limit_to_cached_tags,
+    previous_mark,
+    recount_late_points,
+)
+from ww_assets.wonderware.verdicts import partition_verdicts
 
 
 def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
@@ -134,7 +148,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
             if only is not None:  # new tags: their chunk-mates' slices stay untouched, unread
                 tags_by_chunk = {c: [t for t in ts if t in only] for c, ts in tags_by_chunk.items()}
                 context.log.info(f"loading only the slices of {len(only)} tags ({ONLY_TAGS_TAG})")
-            slices = [_Slice.of(key, tags_by_chunk) for key in keys]
+            slices = [Slice.of(key, tags_by_chunk) for key in keys]
             # The next partition's read starts as soon as the current one is fetched whole.
             # A chunk whose tags are all retired reads nothing: their stored history stays.
             opens = [partial(client.read_history, s.tags, s.start, s.end) if s.tags
@@ -145,7 +159,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                     stats = with_retries(
                         context,
                         f"partition {part.key}",
-                        partial(_copy_read, reads, index, store, part, read),
+                        partial(copy_read, reads, index, store, part, read),
                         settings.backoff(),
                     )
                     total.merge(stats)
@@ -161,7 +175,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                         + ("" if part.tags else " (every tag of the chunk is retired)")
                     )
                     context.add_asset_metadata(
-                        {**_partition_metadata(stats), ROWS_READ: dg.MetadataValue.json(read)},
+                        {**partition_metadata(stats), ROWS_READ: dg.MetadataValue.json(read)},
                         partition_key=part.key,
                     )
         elapsed = time.monotonic() - started
@@ -184,57 +198,180 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
     return history
 
 
-def _partition_metadata(stats: SliceStats) -> dict[str, object]:
-    """What one partition's materialization shows: its own rows, tags, time span and speed."""
-    return {
-        "rows": stats.rows,
-        "tags": len(stats.tags_with_rows),
-        "rows_rejected": stats.rejected,
-        "min_datetime": stats.min_time.isoformat() if stats.min_time else "",
-        "max_datetime": stats.max_time.isoformat() if stats.max_time else "",
-        "duration_s": round(stats.seconds, 3),
-        "rows_per_s": round(stats.rows / stats.seconds, 1) if stats.seconds > 0 else 0.0,
-    }
+def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SYNC_KEY,
+        deps=[TAGS_KEY],
+        group_name="wonderware",
+        kinds={"clickhouse"},
+        pool="historian_sync",
+        retry_policy=step_retry_policy(settings),
+    )
+    def history_sync(
+        context: dg.AssetExecutionContext,
+        historian: HistorianResource,
+        warehouse: WarehouseResource,
+        tag_cache: TagCacheResource,
+    ) -> dg.MaterializeResult:
+        """Today's points, within about a minute: every tag is read from where the previous
+        sync's reads ended up to now minus the safety margin, and its new points are appended
+        to `WonderwareHistory` (one warehouse session): each point is read once. Every
+        WONDERWARE_PIPELINE_SYNC_SWEEP_INTERVAL seconds, tags silent for longer than the
+        lookback are also read from their own newest loaded point: a store-and-forward burst
+        of a silent tag arrives with that sync. Points that arrive behind a tag's newest
+        point are found by the recount, every
+        WONDERWARE_PIPELINE_SYNC_RECOUNT_INTERVAL seconds: per tag and quarter hour since the
+        previous recount minus WONDERWARE_PIPELINE_SYNC_LOOKBACK, the historian's count
+        against ClickHouse's, and only what differs is read again."""
+        started = time.monotonic()
+        now = datetime.now(timezone.utc)
+        client = historian.client()
+        horizon = day_bounds(now.date() - timedelta(days=settings.refresh_days))[0]
+        with HeldSessions(warehouse.warehouse()) as store:
+            with permanent_faults_fail_now("reading the catalog and watermarks"):
+                with store.connect() as conn:
+                    ensure_schema(conn, store.database)
+                    tags_by_chunk = active_tags_by_chunk(conn, store.database)
+                    before = tag_watermarks(conn, store.database, horizon)
+            if not tags_by_chunk:
+                raise dg.Failure(
+                    "the tag catalog is empty: materialize wonderware/tags first",
+                    allow_retries=False,
+                )
+            tags_by_chunk = limit_to_cached_tags(tags_by_chunk, tag_cache, context)
+            tags = sorted(t for chunk_tags in tags_by_chunk.values() for t in chunk_tags)
+            fallback = horizon
+            if any(t not in before for t in tags):
+                fallback, why = first_sync_start(context.instance, now, settings)
+                if not before:
+                    context.log.info(f"first sync on an empty table: starting {why}")
+            end = now - timedelta(seconds=settings.sync_safety_margin_s)
+            read_until = previous_mark(context.instance, "read_until")
+            swept_until = previous_mark(context.instance, "swept_until")
+            sweep = read_until is None or swept_until is None or (
+                (end - swept_until).total_seconds() >= settings.sync_sweep_interval_s
+            )
+            reads = plan_sync(
+                tags,
+                before,
+                now=now,
+                safety_margin=timedelta(seconds=settings.sync_safety_margin_s),
+                fallback_start=fallback,
+                horizon=horizon,
+                read_until=read_until,
+                sweep=sweep,
+                silent_after=timedelta(seconds=settings.sync_lookback_s),
+                max_tags=settings.sync_tags_per_read,
+            )
+            # tags silent until now and not swept: one that wakes up brings its burst along
+            silent = {} if sweep or read_until is None else silent_tags(
+                own_watermarks(tags, before, fallback, horizon), min(read_until, end),
+                timedelta(seconds=settings.sync_lookback_s),
+            )  # fmt: skip
+            total = with_retries(
+                context, "sync",
+                partial(append_reads, client, store, reads, silent, settings.sync_tags_per_read),
+                settings.backoff(),
+            )  # fmt: skip
+            context.log.info(
+                f"{len(reads)} historian reads for {sum(len(r.tags) for r in reads)} tags: "
+                f"{total.rows} new rows"
+            )
+            recounted_until = previous_mark(context.instance, "recounted_until")
+            recount = None
+            if recounted_until is None:
+                recounted_until = end  # the first sync read everything up to `end`
+            elif (end - recounted_until).total_seconds() >= settings.sync_recount_interval_s:
+                since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
+                recount = with_retries(
+                    context, "sync recount",
+                    partial(recount_late_points, client, store, tags, since, end, settings.sync_tags_per_read),
+                    settings.backoff(),
+                )  # fmt: skip
+                recounted_until = end
+                context.log.info(
+                    f"recount {since:%H:%M} → {end:%H:%M}: {len(recount.repaired)} tag "
+                    f"intervals differed, {recount.stats.rows} rows read again"
+                )
+                total.merge(recount.stats)
+            with store.connect() as conn:
+                after = tag_watermarks(conn, store.database, horizon)
+        newest = max(after.values(), default=None)
+        advanced = sum(1 for tag, moment in after.items() if tag not in before or moment > before[tag])
+        lag = (datetime.now(timezone.utc) - newest).total_seconds() if newest else None
+        return dg.MaterializeResult(
+            metadata={
+                "rows": total.rows,
+                "historian_reads_planned": len(reads),
+                "tags_with_new_points": advanced,
+                "read_until": end.isoformat(),
+                "swept": sweep,
+                "swept_until": (end if sweep else swept_until or end).isoformat(),
+                "recounted": recount is not None,
+                "recounted_until": recounted_until.isoformat(),
+                "recount_repaired": dg.MetadataValue.json(
+                    [f"{tag} {start:%Y-%m-%d %H:%M}" for tag, start in recount.repaired[:100]]
+                    if recount else []
+                ),
+                "oldest_point_loaded": total.min_time.isoformat() if total.min_time else "",
+                "newest_point_loaded": total.max_time.isoformat() if total.max_time else "",
+                "newest_point": newest.isoformat() if newest else "",
+                "lag_seconds": dg.MetadataValue.float(round(lag, 1) if lag is not None else -1.0),
+                "duration_s": round(time.monotonic() - started, 3),
+                **client.load.metadata(),
+            }
+        )
+
+    return history_sync
 
 
-class _Slice(NamedTuple):
-    """A history partition: its chunk's tags over one UTC day."""
-
-    key: str
-    chunk: str
-    day: date
-    tags: list[str]
-    start: datetime
-    end: datetime
-
-    @classmethod
-    def of(cls, key: str, tags_by_chunk: dict[str, list[str]]) -> "_Slice":
-        chunk, day = split_key(key)
-        if chunk not in tags_by_chunk:
+def build_rollup_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=ROLLUP_KEY,
+        deps=[
+            dg.AssetDep(
+                HISTORY_KEY,
+                partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
+                    partition_dimension_name="date"
+                ),
+            )
+        ],
+        group_name="wonderware",
+        kinds={"clickhouse"},
+        partitions_def=daily_partitions(settings.backfill_oldest_time),
+    )
+    def history_1min(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """1-minute rollup (`WonderwareHistoryAggregated`) of one UTC day: per tag and minute
+        the first, average, min and max value, the point count and the average and minimum
+        quality. Runs only when every tag chunk of the day is loaded and its blocking checks
+        passed on its latest load; otherwise fails naming the partitions and checks. Replaces
+        exactly its day."""
+        day = date.fromisoformat(context.partition_key)
+        chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
+        by_key = partition_verdicts(context.instance, [history_key(c, day) for c in chunks])
+        verdicts = [by_key[k] for k in sorted(by_key)]
+        problem = gate_message(day, verdicts)
+        if problem:
             raise dg.Failure(
-                f"tag chunk {chunk} is not in WonderwareTags: materialize wonderware/tags first",
+                description=problem,
+                metadata={"coverage": dg.MetadataValue.table(coverage_records(verdicts), COVERAGE_SCHEMA)},
                 allow_retries=False,
             )
-        return cls(key, chunk, day, tags_by_chunk[chunk], *day_bounds(day))
+        stats = replace_rollup_day(warehouse.warehouse(), day)
+        context.log.info(
+            f"{day}: {stats.rows} tag-minutes from {stats.points} points of {stats.tags} tags "
+            f"into {ROLLUP_TABLE} in {stats.seconds:.2f}s"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "rows": stats.rows,
+                "points": stats.points,
+                "tags": stats.tags,
+                "duration_s": round(stats.seconds, 3),
+                "coverage": dg.MetadataValue.table(coverage_records(verdicts), COVERAGE_SCHEMA),
+            }
+        )
 
-
-def _copy_read(
-    reads: ReadsAhead[pa.RecordBatch],
-    index: int,
-    store: Warehouse,
-    part: _Slice,
-    read: dict[str, int],
-) -> SliceStats:
-    """Replace `part`'s slice with read `index` of `reads` (a fresh read on a retry); `read`
-    gets the rows per tag the historian returned."""
-    read.clear()
-    read.update(dict.fromkeys(part.tags, 0))
-    with reads.read(index) as batches:
-        return replace_slice(store, part.tags, part.start, part.end, _tally(batches, read))
-
-
-def _tally(batches: Iterable[pa.RecordBatch], read: dict[str, int]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        for item in pc.value_counts(batch.column("TagName")).to_pylist():
-            read[item["values"]] = read.get(item["values"], 0) + item["counts"]
-        yield batch
+    return history_1min

@@ -25,7 +25,7 @@ def daily_partitions(oldest: datetime) -> dg.DailyPartitionsDefinition:
 def history_partitions(oldest: datetime) -> dg.MultiPartitionsDefinition:
     """Complete UTC days from `oldest` × the registered tag chunks.
 
-    Dimensions sort by name, so a key reads `chunk-0001|2025-01-31` (DESIGN §6).
+    Dimensions sort by name, so a key reads `chunk-0001|2025-01-31`.
     """
     return dg.MultiPartitionsDefinition({"date": daily_partitions(oldest), "chunk": TAG_CHUNKS})
 

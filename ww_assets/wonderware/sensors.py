@@ -1,73 +1,30 @@
-"""Sensors of the wonderware domain."""
+"""The sensors of the wonderware domain: new tags' history, the sync's trigger, its freshness,
+the rollup, the reconciliation's repairs and the failure alerts."""
 
 import json
-from datetime import datetime, timezone
+import time
+from collections.abc import Sequence
+from datetime import date, datetime, timezone
 
 import dagster as dg
 
 from ww_assets.config import Settings
-from ww_assets.wonderware.assets import TAGS_KEY
-from ww_assets.wonderware.jobs import history_job
-from ww_assets.wonderware.partitions import ONLY_TAGS_TAG, complete_days, history_key
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
-def range_tags(first_key: str, last_key: str) -> dict[str, str]:
-    """The tags of one range run over the history partitions first_key..last_key."""
-    return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
-
-
-def new_tag_history_requests(
-    run_keys: dict[str, str],
-    settings: Settings,
-    today: datetime,
-    new_tags: dict[str, list[str]] | None = None,
-) -> list[dg.RunRequest]:
-    """One range run per chunk that gained tags (chunk -> run key): every complete day since
-    the oldest time, limited to the chunk's new tags (`new_tags`, tag `ww/tags`) when known,
-    so their chunk-mates' slices are neither read again nor rewritten."""
-    new_tags = new_tags or {}
-    span = complete_days(today.astimezone(timezone.utc).date(), settings.backfill_oldest_time.date())
-    if span is None:
-        return []
-    first_day, last_day = span
-    return [
-        dg.RunRequest(
-            run_key=run_key,
-            tags={
-                **range_tags(history_key(chunk, first_day), history_key(chunk, last_day)),
-                "ww/reason": "new-tags",
-                "ww/chunk": chunk,
-                **({ONLY_TAGS_TAG: json.dumps(new_tags[chunk])} if chunk in new_tags else {}),
-            },
-        )
-        for chunk, run_key in sorted(run_keys.items())
-    ]
-
-
-def _storage_id(cursor: str | None) -> int | None:
-    """The cursor's storage id; None (start from the first refresh) for no cursor or one
-    that is not a number (set by hand in the UI), as Dagster's asset sensors do."""
-    try:
-        return int(cursor) if cursor else None
-    except ValueError:
-        return None
-
-
-def materializations_after(
-    instance: dg.DagsterInstance, key: dg.AssetKey, after: int | None, limit: int
-) -> list[dg.EventLogRecord]:
-    """Up to `limit` materializations of `key` after storage id `after`, oldest first: a
-    sensor takes them all, where `@asset_sensor` would see only the newest one."""
-    return list(instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=limit, ascending=True
-    ).records)  # fmt: skip
-
+from ww_assets.wonderware.alerts import FIRST_LOOK_BACK_S, check_alerts, post_alert, run_alerts
+from ww_assets.wonderware.jobs import freshness_check_job, history_job
+from ww_assets.wonderware.keys import HISTORY_KEY, SYNC_FRESH_KEY, SYNC_KEY, TAGS_KEY
+from ww_assets.wonderware.partitions import TAG_CHUNKS, history_key, split_key
+from ww_assets.wonderware.reconciliation import DIFFERING
+from ww_assets.wonderware.run_requests import (
+    cursor_storage_id,
+    materializations_after,
+    new_tag_history_requests,
+    repair_requests,
+    sync_request,
+)
+from ww_assets.wonderware.verdicts import partition_verdicts
 
 # Catalog refreshes read per tick; more wait for the next tick (the cursor keeps the place).
-MATERIALIZATIONS_PER_TICK = 100
+CATALOG_REFRESHES_PER_TICK = 100
 
 
 def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
@@ -86,7 +43,7 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
         `wonderware/history` per such chunk over every complete day since
         WONDERWARE_PIPELINE_BACKFILL_OLDEST_TIME, loading only the new tags' slices."""
         records = materializations_after(
-            context.instance, TAGS_KEY, _storage_id(context.cursor), MATERIALIZATIONS_PER_TICK
+            context.instance, TAGS_KEY, cursor_storage_id(context.cursor), CATALOG_REFRESHES_PER_TICK
         )
         if not records:
             return dg.SkipReason(f"no new materialization of {TAGS_KEY.to_user_string()}")
@@ -129,3 +86,160 @@ def build_new_tag_history_sensor(settings: Settings) -> dg.SensorDefinition:
         )
 
     return new_tag_history_sensor
+
+
+def build_sync_sensor(settings: Settings, sync_job) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="history_sync_sensor",
+        job=sync_job,
+        minimum_interval_seconds=settings.sync_interval_s,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def history_sync_sensor(context: dg.SensorEvaluationContext):
+        """Requests a sync run every WONDERWARE_PIPELINE_SYNC_INTERVAL seconds unless one is
+        already queued or running."""
+        return sync_request(context.instance)
+
+    return history_sync_sensor
+
+
+def build_freshness_sensor(settings: Settings) -> dg.SensorDefinition:
+    max_lag = settings.freshness_max_lag_s
+
+    @dg.sensor(
+        name="history_sync_freshness_sensor",
+        job=freshness_check_job,
+        minimum_interval_seconds=max(60, max_lag),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def history_sync_freshness_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        """Evaluates the sync's freshness check when no sync run has evaluated it for
+        WONDERWARE_FRESHNESS_MAX_LAG seconds: a stopped sync still fails freshness."""
+        if context.instance.get_latest_materialization_event(SYNC_KEY) is None:
+            return dg.SkipReason("wonderware/history_sync has never run")
+        latest = context.instance.get_latest_asset_check_evaluation_record(SYNC_FRESH_KEY)
+        if latest is not None and time.time() - latest.create_timestamp < max_lag:
+            return dg.SkipReason("freshness was evaluated recently")
+        return dg.RunRequest()
+
+    return history_sync_freshness_sensor
+
+
+# History materializations read per tick; more wait for the next tick (the cursor keeps the place).
+HISTORY_LOADS_PER_TICK = 1000
+
+
+def build_rollup_sensor(rollup_job) -> dg.SensorDefinition:  # type: ignore[no-untyped-def]
+    @dg.sensor(
+        name="history_rollup_sensor",
+        job=rollup_job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def history_rollup_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        """Rolls a day up again after any of its wonderware/history partitions is loaded (a
+        backfill, the nightly refresh, a reconciliation repair, new tags): once every chunk
+        of the day is loaded and passed its blocking checks, one run of wonderware/history_1min
+        for that day. A day with a chunk not loaded or a failed check waits for its next load."""
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        pending: dict[str, int] = cursor.get("pending", {})  # day -> newest load seen
+        records = materializations_after(
+            context.instance, HISTORY_KEY, cursor.get("after"), HISTORY_LOADS_PER_TICK
+        )
+        for record in records:
+            if record.partition_key:
+                pending[split_key(record.partition_key)[1].isoformat()] = record.storage_id
+        after = records[-1].storage_id if records else cursor.get("after")
+        chunks = sorted(context.instance.get_dynamic_partitions(TAG_CHUNKS.name))
+        keys = {d: [history_key(c, date.fromisoformat(d)) for c in chunks] for d in pending}
+        verdicts = partition_verdicts(context.instance, [k for ks in keys.values() for k in ks])
+        requests, waiting, dropped = [], {}, []
+        for day, newest in sorted(pending.items()):
+            of_day = [verdicts[k] for k in keys[day]]
+            if of_day and all(v.verified for v in of_day):
+                requests.append(dg.RunRequest(run_key=f"rollup-{day}-{newest}", partition_key=day))
+            elif of_day and all(v.loaded and not v.failed for v in of_day):
+                waiting[day] = newest  # its checks have not finished yet
+            else:
+                dropped.append(day)  # its next load brings it back
+        if dropped:
+            context.log.info(
+                f"not rolled up until they are loaded and verified: {', '.join(dropped)}"
+            )
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps({"after": after, "pending": waiting}),
+            skip_reason=None if requests else (
+                f"{len(waiting)} days wait for their checks" if waiting
+                else "no day to roll up"
+            ),
+        )  # fmt: skip
+
+    return history_rollup_sensor
+
+
+def build_reconcile_repair_sensor(reconcile_job: dg.JobDefinition) -> dg.SensorDefinition:
+    @dg.run_status_sensor(
+        name="reconcile_repair_sensor",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[reconcile_job],
+        request_job=history_job,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def reconcile_repair_sensor(context: dg.RunStatusSensorContext):  # type: ignore[no-untyped-def]
+        """Requests a run of exactly each wonderware/history partition that the finished
+        reconciliation found differing (tags `ww/reason=reconcile`, `ww/reconcile_run`)."""
+        run_id = context.dagster_run.run_id
+        records = context.instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=HISTORY_KEY), limit=20
+        ).records
+        found = next(
+            (r.asset_observation for r in records if r.event_log_entry.run_id == run_id), None
+        )
+        if found is None or DIFFERING not in found.metadata:
+            return dg.SkipReason(f"reconciliation run {run_id} recorded no findings")
+        findings = list(found.metadata[DIFFERING].value)  # type: ignore[arg-type]
+        if not findings:
+            return dg.SkipReason(f"reconciliation run {run_id}: every partition matches")
+        context.log.info(
+            f"reloading {len(findings)} partitions: {', '.join(str(f['partition']) for f in findings)}"
+        )
+        return repair_requests(run_id, findings)
+
+    return reconcile_repair_sensor
+
+
+def build_alert_sensor(
+    settings: Settings, check_keys: Sequence[dg.AssetCheckKey]
+) -> dg.SensorDefinition:
+    url = settings.alert_webhook_url
+
+    @dg.sensor(
+        name="wonderware_failure_alert_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def wonderware_failure_alert_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        """Logs every failed check of the wonderware assets and every failed run, and posts
+        each as JSON to WONDERWARE_ALERT_WEBHOOK_URL when it is set."""
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        since = time.time() - FIRST_LOOK_BACK_S
+        checks, check_id = check_alerts(context.instance, check_keys, cursor.get("check", 0), since)
+        runs, run_id = run_alerts(context.instance, cursor.get("run", 0), since)
+        undelivered = 0
+        for alert in [*checks, *runs]:
+            context.log.warning(f"ALERT {alert['text']}")
+            if url:
+                error = post_alert(url, {"source": "ww_assets", **alert})
+                if error:
+                    undelivered += 1
+                    context.log.error(f"alert webhook {url} failed: {error}")
+        context.update_cursor(json.dumps({"check": check_id, "run": run_id}))
+        if not checks and not runs:
+            return dg.SkipReason("no failed checks or runs")
+        delivered = "" if not url else f", {len(checks) + len(runs) - undelivered} posted"
+        return dg.SkipReason(f"{len(checks)} failed checks, {len(runs)} failed runs{delivered}")
+
+    return wonderware_failure_alert_sensor

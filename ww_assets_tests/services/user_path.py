@@ -15,7 +15,7 @@ from ww_assets.config import Settings
 from ww_assets.definitions import build_definitions
 from ww_assets.history_store import chunk_tags
 from ww_assets.warehouse import ChdbWarehouse
-from ww_assets.wonderware.assets import HISTORY_KEY, TAGS_KEY
+from ww_assets.wonderware.keys import HISTORY_KEY, TAGS_KEY
 from ww_assets_tests.plant_fixtures import stored_points, warehouse_points
 from ww_assets_tests.services.dagster_services import DagsterServices
 from ww_assets_tests.services.graphql import (
