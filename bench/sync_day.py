@@ -65,7 +65,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
         replace_slice,
         tag_watermarks,
     )
-    from ww_assets.quality_sql import compare_counts
+    from ww_assets.reconcile_sql import compare_counts
     from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
     from ww_assets.warehouse import ChdbWarehouse, HeldSessions
     from ww_assets.wonderware.sync_steps import append_reads, recount_late_points

@@ -136,8 +136,6 @@ def create_schema(conn: WarehouseConnection, database: str) -> None:
     """The database and every table and view, if missing (DDL only, idempotent); a
     `WonderwareHistory` stored as a table (the layout before readers went through a view) is
     moved into the store."""
-    from ww_assets.quality_sql import ensure_rollup_schema
-
     conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     conn.command(
         f"CREATE TABLE IF NOT EXISTS {database}.{SCHEMA_TABLE} (Version UInt32, "
@@ -174,6 +172,40 @@ ORDER BY (TagName, DateTime)"""
 ORDER BY TagName"""
     )
     ensure_rollup_schema(conn, database)
+
+
+ROLLUP_TABLE = "WonderwareHistoryAggregated"
+"""What readers query: one row per tag and minute (a view over `ROLLUP_STORE` with `FINAL`)."""
+ROLLUP_STORE = "WonderwareHistoryAggregatedVersions"
+ROLLUP_COLUMNS = ("TagName", "minute_timestamp", "first_value", "avg_value", "min_value",
+                  "max_value", "count", "avg_quality", "min_quality", "LoadId")  # fmt: skip
+
+
+def ensure_rollup_schema(conn: WarehouseConnection, database: str) -> None:
+    """`WonderwareHistoryAggregated`: the replaced system's rollup columns and `LoadId`, a view
+    of `WonderwareHistoryAggregatedVersions FINAL`, loaded as the raw points are
+    (`rollup_sql.RollupLoad`): a day is replaced without a moment of two copies or none. DDL
+    only (`create_schema` runs it)."""
+    conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    conn.command(
+        f"""CREATE TABLE IF NOT EXISTS {database}.{ROLLUP_STORE} (
+    TagName String,
+    minute_timestamp DateTime('UTC'),
+    first_value Nullable(Float64),
+    avg_value Nullable(Float64),
+    min_value Nullable(Float64),
+    max_value Nullable(Float64),
+    count UInt64,
+    avg_quality Nullable(Float64),
+    min_quality Nullable(Int32),
+    LoadId UInt64,
+    {DELETED_COLUMN} UInt8 DEFAULT 0
+) ENGINE = ReplacingMergeTree(LoadId, {DELETED_COLUMN})
+PARTITION BY toYYYYMM(minute_timestamp)
+ORDER BY (TagName, minute_timestamp)"""
+    )
+    ensure_loads_table(conn, database)
+    ensure_view(conn, database, ROLLUP_TABLE, ROLLUP_STORE, ", ".join(ROLLUP_COLUMNS))
 
 
 def ensure_view(

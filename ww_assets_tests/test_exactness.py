@@ -153,7 +153,7 @@ def test_a_source_that_repeats_a_key_is_seen_once_and_counted_short(pipeline: Pi
     skips the collapse inside a block), and readers see it once, the last row: the count
     readers see is then one short of the source's, which the row-count check reports."""
     from ww_assets.history_store import HISTORY_STORE, ensure_schema
-    from ww_assets.quality_sql import duplicate_keys, summarize
+    from ww_assets.check_sql import duplicate_keys, summarize
 
     start = datetime(2025, 6, 1, tzinfo=timezone.utc)
     moment = datetime(2025, 6, 1, 10)

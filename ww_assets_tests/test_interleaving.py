@@ -29,7 +29,8 @@ from ww_assets.history_store import (
     slice_params,
     with_load_id,
 )
-from ww_assets.quality_sql import ROLLUP_TABLE, RollupLoad, ensure_rollup_schema
+from ww_assets.history_store import ROLLUP_TABLE, ensure_rollup_schema
+from ww_assets.rollup_sql import RollupLoad
 from ww_assets.schema import HISTORY_COLUMNS
 from ww_assets.warehouse import ChdbWarehouse, WarehouseConnection
 

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pytest
 
-from ww_assets.quality_sql import ROLLUP_TABLE, ensure_rollup_schema
+from ww_assets.history_store import ROLLUP_TABLE, ensure_rollup_schema
 from ww_assets.wonderware.rollup_gate import gate_message
 from ww_assets.wonderware.verdicts import PartitionVerdict
 from ww_assets_tests.conftest import Pipeline
@@ -120,7 +120,7 @@ def test_a_rollup_that_waited_for_the_session_replaces_the_one_it_waited_for(
     its load id once the session is its own, so the day's minutes are there once each."""
     from threading import Thread
 
-    from ww_assets.quality_sql import replace_rollup_day
+    from ww_assets.rollup_sql import replace_rollup_day
     from ww_assets.warehouse import HeldSessions
     from ww_assets_tests.services.processes import wait_for
 

@@ -21,7 +21,7 @@ from ww_assets.history_store import (
     init_schema,
     schema_version,
 )
-from ww_assets.quality_sql import replace_rollup_day
+from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse
 from ww_assets_tests.conftest import REPO
 from ww_assets_tests.services.processes import BIN, service_env

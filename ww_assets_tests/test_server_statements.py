@@ -31,7 +31,9 @@ from ww_assets.history_store import (
     status,
     tag_watermarks,
 )
-from ww_assets.quality_sql import ROLLUP_TABLE, duplicate_keys, replace_rollup_day, summarize
+from ww_assets.check_sql import duplicate_keys, summarize
+from ww_assets.history_store import ROLLUP_TABLE
+from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.emulator.plant import create_plant
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse, _chdb_param
 

@@ -12,14 +12,15 @@ from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import (
+    ROLLUP_TABLE,
     SliceStats,
     active_tags_by_chunk,
     ensure_schema,
     read_active_tags,
     tag_watermarks,
 )
-from ww_assets.quality_sql import ROLLUP_TABLE, replace_rollup_day
 from ww_assets.read_ahead import ReadsAhead
+from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
 from ww_assets.warehouse import HeldSessions
 from ww_assets.wonderware.history_load import Slice, copy_read, partition_metadata

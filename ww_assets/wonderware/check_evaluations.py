@@ -28,7 +28,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
 from ww_assets.history_store import read_active_tags
-from ww_assets.quality_sql import (
+from ww_assets.check_sql import (
     Duplicates,
     QualityReport,
     RangeReport,
@@ -37,11 +37,11 @@ from ww_assets.quality_sql import (
     duplicate_keys,
     eu_range_report,
     quality_report,
-    source_counts,
     stored_counts,
     summarize,
     window_report,
 )
+from ww_assets.reconcile_sql import source_counts
 from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.keys import (
     BLOCKING_CHECKS,

@@ -8,8 +8,8 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
+from ww_assets.check_sql import newest_point
 from ww_assets.history_store import ensure_schema
-from ww_assets.quality_sql import newest_point
 from ww_assets.wonderware.check_evaluations import (
     Limits,
     history_evaluations,

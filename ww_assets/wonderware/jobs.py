@@ -6,7 +6,7 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.history_store import read_active_tags
-from ww_assets.quality_sql import compare_counts
+from ww_assets.reconcile_sql import compare_counts
 from ww_assets.wonderware.keys import (
     HISTORY_KEY,
     REASON_TAG,

@@ -1,46 +1,34 @@
-"""What the data-quality gates ask ClickHouse, and the 1-minute rollup table. No Dagster import.
+"""What the history checks ask ClickHouse about a chunk's days. No Dagster import.
 
-Every function takes a short warehouse session (`conn`) or the warehouse itself and uses bound
-`{name:Type}` parameters; identifiers come from constants only.
+A range run checks up to a month of one chunk's days at once: `summarize` reads the rows of
+all those days in one scan, and each check answers per day from that summary, asking
+ClickHouse again only for the details of a day that fails. Every function takes a short
+warehouse session (`conn`) and uses bound `{name:Type}` parameters; identifiers come from
+constants only.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds, naive_utc
 from ww_assets.history_store import (
     DELETED_COLUMN,
-    FINAL_SETTINGS,
     HISTORY_STORE,
     HISTORY_TABLE,
     SLICE,
     TAGS_TABLE,
-    ensure_loads_table,
-    ensure_schema,
-    ensure_view,
-    new_load_id,
     slice_params,
 )
-from ww_assets.warehouse import Warehouse, WarehouseConnection
+from ww_assets.warehouse import WarehouseConnection
 
-ROLLUP_TABLE = "WonderwareHistoryAggregated"
-"""What readers query: one row per tag and minute (a view over `ROLLUP_STORE` with `FINAL`)."""
-ROLLUP_STORE = "WonderwareHistoryAggregatedVersions"
 GOOD_QUALITY = 0
-"""`History.Quality` of a good point (1 bad, 16 doubtful; DESIGN §2)."""
+"""`History.Quality` of a good point (1 bad, 16 doubtful)."""
 
-# ---------------------------------------------------------------- per-partition checks
-#
-# A range run checks up to a month of one chunk's days at once: `summarize` reads the rows of
-# all those days in one scan, and each check answers per day from that summary, asking
-# ClickHouse again only for the details of a day that fails.
 
-_DAY = "toDate(DateTime, 'UTC')"
+UTC_DAY = "toDate(DateTime, 'UTC')"
 _FUTURE = (
     "(DateTime > {now:DateTime64(3, 'UTC')} "
     "OR toUnixTimestamp64Milli(DateTime) > intDiv(LoadId, 1000000))"
@@ -48,7 +36,7 @@ _FUTURE = (
 """A row dated after `now` or after the moment it was loaded (a load id is its start in ns)."""
 
 
-def _days_params(tags: Iterable[str], days: Iterable[date]) -> dict[str, object]:
+def days_params(tags: Iterable[str], days: Iterable[date]) -> dict[str, object]:
     """The slice parameters spanning `days` (first to last; callers keep only `days`)."""
     ordered = sorted(days)
     return slice_params(tags, day_bounds(ordered[0])[0], day_bounds(ordered[-1])[1])
@@ -127,13 +115,13 @@ def summarize(
         "Value < transform(TagName, {eu_tags:Array(String)}, {eu_lows:Array(Float64)}, -inf) OR "
         "Value > transform(TagName, {eu_tags:Array(String)}, {eu_highs:Array(Float64)}, inf)"
         ") AS outside_eu FROM ("
-        f"SELECT {_DAY} AS day, TagName, DateTime, LoadId, Quality, Value, {_FUTURE} AS future, "
+        f"SELECT {UTC_DAY} AS day, TagName, DateTime, LoadId, Quality, Value, {_FUTURE} AS future, "
         "lagInFrame(toNullable(DateTime)) OVER (PARTITION BY TagName ORDER BY DateTime "
         "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS previous "
         f"FROM {database}.{HISTORY_TABLE} WHERE {SLICE}) GROUP BY day, TagName "
         # reading in the table's order (TagName, DateTime) spares the window a sort: half the time
         "ORDER BY day, TagName SETTINGS optimize_read_in_window_order = 1",
-        {**_days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY,
+        {**days_params(tags, days), "now": naive_utc(now), "good": GOOD_QUALITY,
          "eu_tags": list(ranges), "eu_lows": [low for low, _ in ranges.values()],
          "eu_highs": [high for _, high in ranges.values()]},
     ).to_pylist()  # fmt: skip
@@ -225,7 +213,7 @@ def window_report(
     }
     outside: dict[object, int] = {}
     outside_rows: dict[object, list[dict[str, object]]] = {}
-    params = _days_params(summary.tags, summary.days)
+    params = days_params(summary.tags, summary.days)
     if loads:
         ids, load_days = zip(*((load_id, day) for day, load_id in loads.items()))
         # The rows the loads wrote anywhere in their tags' history (the store, not what
@@ -234,7 +222,7 @@ def window_report(
         where = (
             f"{DELETED_COLUMN} = 0 AND TagName IN {{tags:Array(String)}} AND "
             "LoadId IN {ids:Array(UInt64)} AND "
-            f"{_DAY} != transform(LoadId, {{ids:Array(UInt64)}}, {{days:Array(Date)}}, toDate(0))"
+            f"{UTC_DAY} != transform(LoadId, {{ids:Array(UInt64)}}, {{days:Array(Date)}}, toDate(0))"
         )
         args = {**params, "ids": list(ids), "days": list(load_days)}
         outside = {
@@ -251,7 +239,7 @@ def window_report(
     if any(t.future for tag_days in summary.days.values() for t in tag_days):
         future_rows = _offenders(
             conn, database, f"{SLICE} AND {_FUTURE}",
-            {**params, "now": naive_utc(summary.now)}, _DAY, samples,
+            {**params, "now": naive_utc(summary.now)}, UTC_DAY, samples,
         )  # fmt: skip
     reports = {}
     for day, tag_days in summary.days.items():
@@ -317,6 +305,14 @@ def eu_range_report(summary: Summary, offenders: int = 10) -> dict[date, RangeRe
     return reports
 
 
+def stored_counts(summary: Summary) -> dict[date, dict[str, int]]:
+    """Per day of `summary`: ClickHouse's count of each of its tags (0 for a tag without rows)."""
+    return {
+        day: {**dict.fromkeys(summary.tags, 0), **{t.tag: t.rows for t in tag_days}}
+        for day, tag_days in summary.days.items()
+    }
+
+
 def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> datetime | None:
     """The newest point not dated after `now` (a future-dated row must not hide a lag)."""
     table = conn.query(
@@ -328,162 +324,3 @@ def newest_point(conn: WarehouseConnection, database: str, now: datetime) -> dat
         return None
     newest: datetime = table["newest"]
     return newest if newest.tzinfo else newest.replace(tzinfo=timezone.utc)
-
-
-# ---------------------------------------------------------------- reconciliation
-
-
-def source_counts(
-    client: HistorianClient, tags: list[str], days: list[date]
-) -> dict[date, dict[str, int]]:
-    """Per day: the historian's count of each of `tags` in [day, day + 1) (one `COUNT` a day)."""
-    return {day: client.count_points(tags, *day_bounds(day)) if tags else {} for day in days}
-
-
-def stored_counts(summary: Summary) -> dict[date, dict[str, int]]:
-    """Per day of `summary`: ClickHouse's count of each of its tags (0 for a tag without rows)."""
-    return {
-        day: {**dict.fromkeys(summary.tags, 0), **{t.tag: t.rows for t in tag_days}}
-        for day, tag_days in summary.days.items()
-    }
-
-
-def compare_counts(
-    warehouse: Warehouse, client: HistorianClient, tags: list[str], days: list[date]
-) -> dict[date, tuple[dict[str, int], dict[str, int]]]:
-    """Per day (ascending `days`): the historian's count of each of `tags` and ClickHouse's
-    (one query for all days, in a session of its own, so the lock is not held while the
-    historian counts)."""
-    with warehouse.connect() as conn:
-        stored = counts_by_day_and_tag(conn, warehouse.database, tags, days[0], days[-1])
-    expected = source_counts(client, tags, days)
-    return {
-        day: (expected[day], {tag: stored.get((day, tag), 0) for tag in tags}) for day in days
-    }
-
-
-def counts_by_day_and_tag(
-    conn: WarehouseConnection, database: str, tags: list[str], first: date, last: date
-) -> dict[tuple[date, str], int]:
-    """Rows per (UTC day, tag) for the days first..last."""
-    table = conn.query(
-        f"SELECT {_DAY} AS day, TagName, count() AS n "
-        f"FROM {database}.{HISTORY_TABLE} WHERE {SLICE} GROUP BY day, TagName",
-        _days_params(tags, [first, last]),
-    )
-    return {(r["day"], r["TagName"]): int(r["n"]) for r in table.to_pylist()}
-
-
-# ---------------------------------------------------------------- 1-minute rollup
-
-
-def ensure_rollup_schema(conn: WarehouseConnection, database: str) -> None:
-    """`WonderwareHistoryAggregated`: the replaced system's rollup columns and `LoadId`, a view
-    of `WonderwareHistoryAggregatedVersions FINAL`, loaded as the raw points are
-    (`history_store`): a day is replaced without a moment of two copies or none. DDL only
-    (`history_store.create_schema` runs it)."""
-    conn.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-    conn.command(
-        f"""CREATE TABLE IF NOT EXISTS {database}.{ROLLUP_STORE} (
-    TagName String,
-    minute_timestamp DateTime('UTC'),
-    first_value Nullable(Float64),
-    avg_value Nullable(Float64),
-    min_value Nullable(Float64),
-    max_value Nullable(Float64),
-    count UInt64,
-    avg_quality Nullable(Float64),
-    min_quality Nullable(Int32),
-    LoadId UInt64,
-    {DELETED_COLUMN} UInt8 DEFAULT 0
-) ENGINE = ReplacingMergeTree(LoadId, {DELETED_COLUMN})
-PARTITION BY toYYYYMM(minute_timestamp)
-ORDER BY (TagName, minute_timestamp)"""
-    )
-    ensure_loads_table(conn, database)
-    ensure_view(conn, database, ROLLUP_TABLE, ROLLUP_STORE, ", ".join(ROLLUP_COLUMNS))
-
-
-ROLLUP_COLUMNS = ("TagName", "minute_timestamp", "first_value", "avg_value", "min_value",
-                  "max_value", "count", "avg_quality", "min_quality", "LoadId")  # fmt: skip
-
-
-@dataclass
-class RollupStats:
-    rows: int = 0
-    points: int = 0
-    tags: int = 0
-    seconds: float = 0.0
-
-
-class RollupLoad:
-    """The rollup of one UTC day on an open session, statement by statement, as `SliceLoad`
-    loads raw points (`replace_rollup_day` runs it; tests interleave two)."""
-
-    def __init__(self, conn: WarehouseConnection, database: str, day: date) -> None:
-        self.conn, self.database, self.day = conn, database, day
-        self.start, self.end = day_bounds(day)
-        self.load_id = 0
-
-    def begin(self) -> int:
-        self.load_id = new_load_id(self.conn, self.database, ROLLUP_STORE, 0, self.start, self.end)
-        return self.load_id
-
-    def insert(self) -> None:
-        """Per tag and minute of the day's raw points as readers see them: `first_value` is
-        the first non-NULL value, avg/min/max are over non-NULL values, `count` counts every
-        stored point (gap markers and strings too), the quality columns aggregate `Quality`."""
-        self.conn.command(
-            f"INSERT INTO {self.database}.{ROLLUP_STORE} ({', '.join(ROLLUP_COLUMNS)}) "
-            "SELECT TagName, toStartOfMinute(DateTime) AS minute_timestamp, "
-            "argMinIf(Value, DateTime, Value IS NOT NULL) AS first_value, "
-            "avg(Value) AS avg_value, min(Value) AS min_value, max(Value) AS max_value, "
-            "count() AS count, avg(Quality) AS avg_quality, min(Quality) AS min_quality, "
-            "{load_id:UInt64} AS LoadId "
-            f"FROM {self.database}.{HISTORY_TABLE} "
-            "WHERE DateTime >= {start:DateTime64(3, 'UTC')} AND DateTime < {end:DateTime64(3, 'UTC')} "
-            "GROUP BY TagName, minute_timestamp",
-            {"start": naive_utc(self.start), "end": naive_utc(self.end), "load_id": self.load_id},
-        )
-
-    def finish(self) -> None:
-        """Mark deleted every minute of the day whose newest row is older than this load."""
-        self.conn.command(
-            f"INSERT INTO {self.database}.{ROLLUP_STORE} (TagName, minute_timestamp, LoadId, "
-            f"{DELETED_COLUMN}) SELECT TagName, minute_timestamp, {{load_id:UInt64}}, 1 "
-            f"FROM {self.database}.{ROLLUP_STORE} FINAL WHERE {_MINUTES} "
-            f"AND LoadId < {{load_id:UInt64}} SETTINGS {FINAL_SETTINGS}",
-            {**self._minutes(), "load_id": self.load_id},
-        )
-
-    def _minutes(self) -> dict[str, str]:
-        # The rollup's minutes are DateTime (seconds): their bounds go without milliseconds.
-        return {name: naive_utc(bound).strftime("%Y-%m-%d %H:%M:%S")
-                for name, bound in (("start", self.start), ("end", self.end))}  # fmt: skip
-
-
-_MINUTES = "minute_timestamp >= {start:DateTime('UTC')} AND minute_timestamp < {end:DateTime('UTC')}"
-
-
-def replace_rollup_day(warehouse: Warehouse, day: date) -> RollupStats:
-    """Make the rollup of `day` exactly the aggregate of its raw points (`RollupLoad`)."""
-    started = time.monotonic()
-    with warehouse.connect() as conn:
-        ensure_schema(conn, warehouse.database)
-        # The load id is taken once the session is ours, as `replace_slice` does: a rollup
-        # that waited for the lock replaces the one it waited for.
-        load = RollupLoad(conn, warehouse.database, day)
-        load.begin()
-        load.insert()
-        load.finish()
-        summary = conn.query(
-            "SELECT TagName, count() AS minutes, sum(count) AS points "
-            f"FROM {warehouse.database}.{ROLLUP_TABLE} WHERE {_MINUTES} GROUP BY TagName",
-            load._minutes(),
-        ).to_pylist()
-    return RollupStats(
-        rows=sum(int(r["minutes"]) for r in summary),
-        points=sum(int(r["points"]) for r in summary),
-        tags=len(summary),
-        seconds=time.monotonic() - started,
-    )

@@ -11,7 +11,7 @@ from ww_assets.catalog import refresh_catalog
 from ww_assets.historian import TagInfo, rows_to_batch
 from ww_assets.history_store import HISTORY_STORE, HISTORY_TABLE, ensure_schema, replace_slice
 from ww_assets.history_query import day_bounds
-from ww_assets.quality_sql import (
+from ww_assets.check_sql import (
     duplicate_keys,
     eu_range_report,
     quality_report,
