@@ -157,3 +157,56 @@ def test_the_first_loads_refuse_the_old_server_before_anything_is_written(
                             for f in failures)  # fmt: skip
     assert old_server.databases() == {"default", "system"}
     assert old_server.user_tables() == 0
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_native_blocks_sent_over_the_driver_s_connection_read_back_equal(
+    old_server: OldServer, compression: bool
+) -> None:
+    """`send_insert`, the server path's insert, end to end over TCP: the driver's query, the
+    server's sample block, our Native blocks (three of them: `insert_block_size` 1,000), with
+    the driver's LZ4 framing when the client compresses. 18.16 is below the version gate, which
+    this test bypasses on purpose (it calls `send_insert` on a driver client, not through
+    `ServerWarehouse`): it has the protocol, not DateTime64 nor the settings the statements
+    send. Its protocol revision (54xxx, below 54454) has block info and no serialization byte;
+    the byte a modern server gets is checked against the driver's encoder only
+    (test_native_encoding)."""
+    import random
+
+    from clickhouse_driver import Client
+
+    from ww_assets.native_insert import send_insert
+    from ww_assets_tests.test_native_encoding import arrow_table, random_columns
+
+    if compression:
+        pytest.importorskip("clickhouse_cityhash", reason="the driver compresses with clickhouse-cityhash and lz4")
+    columns = random_columns(random.Random(5), rows=2500, distinct=300)
+    client = Client(host="127.0.0.1", port=old_server.port, database="default",
+                    compression=compression, settings={"insert_block_size": 1000})  # fmt: skip
+    definition = ", ".join(f"`{name}` {spec}" for name, (spec, _, _) in columns.items())
+    client.execute(f"CREATE TABLE native ({definition}) ENGINE = MergeTree ORDER BY k",
+                   settings={"allow_experimental_low_cardinality_type": 1})  # fmt: skip
+    assert client.connection.server_info.used_revision < 54454
+    listed = ", ".join(f"`{name}`" for name in columns)
+    sent = send_insert(client, f"INSERT INTO native ({listed}) VALUES", arrow_table(columns), {})
+    assert sent == 2500
+
+    stored = client.execute(f"SELECT {listed} FROM native ORDER BY k")
+    assert stored == list(zip(*(values for _, _, values in columns.values())))
+    assert bool(client.connection.compression) is compression
+
+
+def test_a_column_the_encoder_refuses_fails_the_insert_and_stores_nothing(old_server: OldServer) -> None:
+    """The refusal comes once the server has named the types, mid-statement: the connection is
+    dropped (the server discards the statement) and the client's next query reconnects."""
+    import pyarrow as pa
+
+    from ww_assets.native_encoding import NativeEncodingError
+    from ww_assets.native_insert import send_insert
+
+    client = old_server.client()
+    client.execute("CREATE TABLE refused (k UInt64, day Date) ENGINE = MergeTree ORDER BY k")
+    table = pa.table({"k": pa.array([1, 2], pa.uint64()), "day": pa.array([1, 2], pa.int32())})
+    with pytest.raises(NativeEncodingError, match="column day: no Native encoding here for the ClickHouse type Date"):
+        send_insert(client, "INSERT INTO refused (k, day) VALUES", table, {})
+    assert client.execute("SELECT count() FROM refused") == [(0,)]

@@ -25,7 +25,11 @@ from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse
 from ww_assets_tests.conftest import REPO
 from ww_assets_tests.services.processes import BIN, service_env
-from ww_assets_tests.test_server_statements import ChdbBackedResource, _forget_checked_servers  # noqa: F401
+from ww_assets_tests.test_server_statements import (  # noqa: F401
+    ChdbBackedResource,
+    _forget_checked_servers,
+    _inserts_on_chdb,
+)
 
 TAGS = [TagInfo("Tank 1.Level", 1, None, 0.0, 10.0, "m")]
 

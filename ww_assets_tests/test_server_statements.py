@@ -3,13 +3,16 @@
 No ClickHouse server of a supported version runs here, so the server path's own connection
 class (`ServerWarehouse` → `_ServerConnection`, the version gate included) is driven through a
 stand-in for clickhouse-driver's `Client.execute` that runs each statement it is sent on chDB:
-the SQL, the parameters and the columnar insert data are the ones the server would get. The
+the SQL and the parameters are the ones the server would get. Inserts go through
+`native_insert.send_insert`'s stand-in, which has chDB decode the Native blocks that
+`native_encoding` encodes for the server (only the socket flow is left out). The
 same catalog, loads, rollup, checks and status then run on the embedded path, and every result
 that readers or the checks see is compared."""
 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -35,20 +38,10 @@ from ww_assets.check_sql import duplicate_keys, summarize
 from ww_assets.history_store import ROLLUP_TABLE
 from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.emulator.plant import create_plant
+from ww_assets.native_encoding import encode_block
 from ww_assets.warehouse import ChdbWarehouse, ServerWarehouse, Warehouse, _chdb_param
 
 _INSERT = re.compile(r"^INSERT INTO (?P<db>\w+)\.(?P<table>\w+) \((?P<columns>[^)]*)\) VALUES$")
-
-
-def _arrow_type(clickhouse: str) -> pa.DataType:
-    while (inner := re.match(r"^(?:Nullable|LowCardinality)\((.*)\)$", clickhouse)) is not None:
-        clickhouse = inner.group(1)
-    if clickhouse.startswith("DateTime64"):
-        return pa.timestamp("ms", tz="UTC")
-    if clickhouse.startswith("DateTime"):
-        return pa.timestamp("s", tz="UTC")
-    return {"String": pa.string(), "Float64": pa.float64(), "Int32": pa.int32(),
-            "UInt8": pa.uint8(), "UInt32": pa.uint32(), "UInt64": pa.uint64()}[clickhouse]  # fmt: skip
 
 
 class ChdbDriver:
@@ -58,38 +51,36 @@ class ChdbDriver:
         self.session = session
         self.sent: list[str] = []
 
-    def execute(self, query: str, params: Any = None, *, with_column_types: bool = False,
-                columnar: bool = False, settings: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def execute(self, query: str, params: Any = None, *, with_column_types: bool = False) -> Any:
         self.sent.append(query)
-        if (insert := _INSERT.match(query)) is not None:
-            assert columnar, "the server path inserts columns"
-            return self._insert(insert, params, settings or {})
+        assert _INSERT.match(query) is None, "the server path inserts through send_insert"
         text = {k: _chdb_param(v) for k, v in (params or {}).items()}
         result = self.session.query(query, "Arrow", params=text or None)
         table = pa.ipc.open_file(result.get_memview().view()).read_all() if len(result) else pa.table({})
         rows = [tuple(row.values()) for row in table.to_pylist()]
         return (rows, [(f.name, str(f.type)) for f in table.schema]) if with_column_types else rows
 
-    def _insert(self, insert: re.Match[str], columns: list[list[Any]], settings: dict[str, Any]) -> int:
-        """The driver's columns as the server would decode them: DateTime64 columns come as
-        integer milliseconds (`server_insert_columns`)."""
+    def insert_native(self, query: str, table: pa.Table, settings: dict[str, Any]) -> int:
+        """`send_insert`'s part as the server sees it: the INSERT names the columns, the
+        server's sample block gives their types, and `encode_block`'s bytes are decoded by
+        ClickHouse (chDB) as a Native block (protocol revision 0: the file format, without the
+        block info and serialization byte a TCP block has)."""
+        self.sent.append(query)
+        insert = _INSERT.match(query)
+        assert insert is not None, query
         names = [name.strip().strip("`") for name in insert["columns"].split(",")]
         types = dict(self._columns(insert["db"], insert["table"]))
-        arrays = []
-        for name, values in zip(names, columns):
-            wanted = _arrow_type(types[name])
-            if pa.types.is_timestamp(wanted):
-                arrays.append(pa.array(values, pa.int64()).cast(pa.timestamp(wanted.unit)).cast(wanted))
-            else:
-                arrays.append(pa.array(values, wanted))
-        arrow_data = pa.table(arrays, names=names)  # noqa: F841 (read by chDB's Python())
         listed = ", ".join(f"`{n}`" for n in names)
         options = ", ".join(f"{k} = {v}" for k, v in settings.items())
-        self.session.query(
-            f"INSERT INTO {insert['db']}.{insert['table']} ({listed}) SELECT {listed} "
-            f"FROM Python(arrow_data){' SETTINGS ' + options if options else ''}", "CSV",
-        )  # fmt: skip
-        return arrow_data.num_rows
+        with tempfile.NamedTemporaryFile(suffix=".native") as block:
+            block.write(encode_block(table, [(name, types[name]) for name in names], 0))
+            block.flush()
+            self.session.query(
+                f"INSERT INTO {insert['db']}.{insert['table']} ({listed}) SELECT {listed} "
+                f"FROM file('{block.name}', Native){' SETTINGS ' + options if options else ''}",
+                "CSV",
+            )  # fmt: skip
+        return table.num_rows
 
     def _columns(self, db: str, table: str) -> list[tuple[str, str]]:
         result = self.session.query(
@@ -183,7 +174,7 @@ def test_the_server_path_s_statements_give_the_embedded_results(tmp_path: Path) 
     assert sent[0] == "SELECT version()"  # the version gate came first ...
     assert not any(s.startswith("CREATE") for s in sent[:3])  # ... before any DDL
     assert any(s.startswith("INSERT INTO server.WonderwareHistoryVersions (") and s.endswith("VALUES")
-               for s in sent)  # the columnar insert path  # fmt: skip
+               for s in sent)  # the Native-block insert path  # fmt: skip
     assert not any("DELETE" in s or "ALTER" in s for s in sent)  # loads only ever insert
 
 
@@ -191,6 +182,15 @@ def _same(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).replace(tzinfo=None)
     return value
+
+
+@pytest.fixture(autouse=True)
+def _inserts_on_chdb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`send_insert`'s socket flow replaced by the stand-in driver's `insert_native`."""
+    from ww_assets import warehouse
+
+    monkeypatch.setattr(warehouse, "send_insert", lambda client, query, table, settings:
+                        client.insert_native(query, table, settings))  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
