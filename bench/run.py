@@ -32,7 +32,8 @@ Stages, each in its own process with its own `WW_HOME` under one temporary direc
 7. pymssql: the same two partitions read through `SqlServerHistorian` (pymssql over TDS) from
    `ww simulate serve` in another process: the client's CPU µs per row and its peak RSS.
 
-Prints a readable report, then one JSON line of every figure.
+Prints a readable report, then one JSON line of every figure. `BENCH_ONLY=cost` runs the data,
+plan and cost stages only.
 """
 
 from __future__ import annotations
@@ -178,6 +179,10 @@ class Bench:
                 "rows": sum(r["rows"] for r in results),
                 "partitions": sum(r["partitions"] for r in results)}
 
+    def cost(self, chunks: dict[str, list[str]]) -> dict[str, Any]:
+        return self.stage("cost", "cost", data=str(self.data), first_day=FIRST_DAY.isoformat(),
+                          days=self.days, chunks=chunks, max_rows=self.cost_rows)
+
     def rss(self) -> dict[str, Any]:
         from bench.data import write_dataset
 
@@ -247,6 +252,9 @@ def main() -> int:
             f"({data['size_mb']:.0f} MB)")
 
         chunks = bench.stage("plan", "plan", data=str(bench.data))
+        if os.environ.get("BENCH_ONLY", "") == "cost":
+            say(json.dumps({**_say_cost(say, bench.cost(chunks)), "machine": _machine()}))
+            return 0
         bare = bench.stage("bare", "bare", data=str(bench.data),
                            first_day=FIRST_DAY.isoformat(), days=bench.days, chunks=chunks)
         _check(bare["rows"], rows, "bare read")
@@ -288,26 +296,7 @@ def main() -> int:
         say(f"row path  {row['rows']:>11,} rows in {row['seconds']:6.1f} s = {row_rate:>9,.0f} rows/s "
             f"({row_cpu_rate:,.0f} rows per CPU-second)")
 
-        cost = bench.stage("cost", "cost", data=str(bench.data), first_day=FIRST_DAY.isoformat(),
-                           days=bench.days, chunks=chunks, max_rows=bench.cost_rows)
-        us = cost["us_per_row"]
-        after = us["convert"] + us["clip"] + us["insert"]
-        say(f"cost      CPU µs/row on {cost['rows']:,} rows: emulator (driver stand-in) "
-            f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+accounting "
-            f"{us['clip']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
-            f"(≈ {1e6 / after:,.0f} rows/s per core)")
-        to_server = cost["server_insert_per_row"]
-        server = to_server["lists_us"] + to_server["encode_us"]
-        say(f"          a ClickHouse server instead of chDB (client side, no network): Arrow to lists "
-            f"{to_server['lists_us']:.2f} + clickhouse-driver's encoding {to_server['encode_us']:.2f} "
-            f"= {server:.2f} µs/row in place of the insert's {us['insert']:.2f}; "
-            f"{to_server['bytes']:.0f} bytes/row before compression")
-
-        read = cost["read"]
-        say(f"          readers (one row per point, through FINAL), hourly averages over all "
-            f"{read['rows']:,} rows: {read['reloaded_view_s']:.2f} s through the view with a "
-            f"partition reloaded ({read['reloaded_plain_s']:.2f} s from the store without FINAL), "
-            f"{read['merged_view_s']:.2f} s after OPTIMIZE FINAL ({read['merged_plain_s']:.2f} s)")
+        cost_figures = _say_cost(say, bench.cost(chunks))
 
         rss = bench.rss()
         small, big = rss["small"], rss["big"]
@@ -352,22 +341,12 @@ def main() -> int:
             "partitions": n_parts,
             "max_partitions_per_run": ww["max_partitions_per_run"],
             "row_path_rows": row["rows"],
-            "cpu_us_per_row_driver_emulator": round(us["driver"], 3),
-            "cpu_us_per_row_convert": round(us["convert"], 3),
-            "cpu_us_per_row_clip": round(us["clip"], 3),
-            "cpu_us_per_row_insert": round(us["insert"], 3),
-            "cpu_us_per_row_after_driver": round(after, 3),
-            "cpu_us_per_row_server_insert_client_side": round(server, 3),
+            **cost_figures,
             "pymssql_cpu_us_per_row": round(wire_us, 3),
             "pymssql_rows_per_s_per_core": round(1e6 / wire_us),
             "pymssql_wire_rows_per_s": round(wbig["rows"] / wbig["seconds"]),
             "pymssql_peak_rss_mb_small": round(wsmall["peak_rss_mb"], 1),
             "pymssql_peak_rss_mb_big": round(wbig["peak_rss_mb"], 1),
-            "read_final_s": round(read["reloaded_view_s"], 3),
-            "read_plain_s": round(read["reloaded_plain_s"], 3),
-            "read_final_merged_s": round(read["merged_view_s"], 3),
-            "read_plain_merged_s": round(read["merged_plain_s"], 3),
-            "read_rows": read["rows"],
             "machine": _machine(),
         }
         say(json.dumps(figures))
@@ -377,6 +356,48 @@ def main() -> int:
             print(f"bench: kept {root}", file=sys.stderr)
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _say_cost(say: Any, cost: dict[str, Any]) -> dict[str, Any]:
+    """The cost stage's report lines, and its figures for the JSON line."""
+    us = cost["us_per_row"]
+    after = us["convert"] + us["clip"] + us["insert"]
+    say(f"cost      CPU µs/row on {cost['rows']:,} rows: emulator (driver stand-in) "
+        f"{us['driver']:.2f} | after the driver: convert {us['convert']:.2f}, clip+accounting "
+        f"{us['clip']:.2f}, insert {us['insert']:.2f} = {after:.2f} "
+        f"(≈ {1e6 / after:,.0f} rows/s per core)")
+    to_server = cost["server_insert_per_row"]
+    server = to_server["native_us"]
+    driver = to_server["driver_lists_us"] + to_server["driver_encode_us"]
+    if to_server["native_bytes"] != to_server["driver_bytes"]:
+        raise SystemExit(f"bench: Native blocks of {to_server['native_bytes']:.2f} bytes/row, "
+                         f"clickhouse-driver's of {to_server['driver_bytes']:.2f}")
+    say(f"          a ClickHouse server instead of chDB (client side, no network): Native blocks "
+        f"from Arrow {server:.2f} µs/row in place of the insert's {us['insert']:.2f} "
+        f"(clickhouse-driver's own encoding: Arrow to lists {to_server['driver_lists_us']:.2f} "
+        f"+ encoding {to_server['driver_encode_us']:.2f} = {driver:.2f}); "
+        f"{to_server['native_bytes']:.0f} bytes/row before compression")
+
+    read = cost["read"]
+    say(f"          readers (one row per point, through FINAL), hourly averages over all "
+        f"{read['rows']:,} rows: {read['reloaded_view_s']:.2f} s through the view with a "
+        f"partition reloaded ({read['reloaded_plain_s']:.2f} s from the store without FINAL), "
+        f"{read['merged_view_s']:.2f} s after OPTIMIZE FINAL ({read['merged_plain_s']:.2f} s)")
+
+    return {
+        "cpu_us_per_row_driver_emulator": round(us["driver"], 3),
+        "cpu_us_per_row_convert": round(us["convert"], 3),
+        "cpu_us_per_row_clip": round(us["clip"], 3),
+        "cpu_us_per_row_insert": round(us["insert"], 3),
+        "cpu_us_per_row_after_driver": round(after, 3),
+        "cpu_us_per_row_server_insert_client_side": round(server, 3),
+        "cpu_us_per_row_server_insert_driver_encoding": round(driver, 3),
+        "read_final_s": round(read["reloaded_view_s"], 3),
+        "read_plain_s": round(read["reloaded_plain_s"], 3),
+        "read_final_merged_s": round(read["merged_view_s"], 3),
+        "read_plain_merged_s": round(read["merged_plain_s"], 3),
+        "read_rows": read["rows"],
+    }
 
 
 def _check(actual: int, expected: int, what: str) -> None:

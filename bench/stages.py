@@ -406,25 +406,33 @@ def _server_insert_cost(
     historian: EmulatorHistorian, tags: list[str], start: datetime, end: datetime
 ) -> dict[str, float]:
     """Per row, what an insert into a ClickHouse *server* costs on this side, measured without
-    one: CPU µs of `ServerWarehouse`'s Arrow-to-lists conversion and of clickhouse-driver's
-    encoding of the native-protocol blocks (`NativeBlocks`), and the bytes encoded."""
-    from bench.native_blocks import NativeBlocks
-    from ww_assets.warehouse import SERVER_INSERT_ROWS, first_rows, server_insert_columns
+    one: CPU µs of `ServerWarehouse`'s encoding of the Native blocks from the Arrow columns
+    (`native_encoding`), and for comparison of clickhouse-driver's own encoding of the same
+    rows (Arrow to lists, then `NativeBlocks`); the bytes of each, which must be the same."""
+    from clickhouse_driver.defines import CLIENT_REVISION
+
+    from bench.native_blocks import HISTORY_TYPES, NativeBlocks, driver_columns
+    from ww_assets.native_encoding import encode_block
+    from ww_assets.warehouse import SERVER_INSERT_ROWS, first_rows
 
     blocks = NativeBlocks()
-    rows, lists, encode = 0, 0.0, 0.0
+    rows, native, native_bytes, lists, encode = 0, 0.0, 0, 0.0, 0.0
     tables = _loaded(historian.read_history(tags, start, end))
     while group := first_rows(tables, SERVER_INSERT_ROWS):
         table = pa.concat_tables(group)
         t0 = time.process_time()
-        columns = server_insert_columns(table)
+        native_bytes += len(encode_block(table, HISTORY_TYPES, CLIENT_REVISION))
         t1 = time.process_time()
+        columns = driver_columns(table)
+        t2 = time.process_time()
         blocks.write(columns)
-        encode += time.process_time() - t1
-        lists += t1 - t0
+        encode += time.process_time() - t2
+        lists += t2 - t1
+        native += t1 - t0
         rows += table.num_rows
-    return {"lists_us": lists / rows * 1e6, "encode_us": encode / rows * 1e6,
-            "bytes": blocks.size / rows}
+    return {"native_us": native / rows * 1e6, "native_bytes": native_bytes / rows,
+            "driver_lists_us": lists / rows * 1e6, "driver_encode_us": encode / rows * 1e6,
+            "driver_bytes": blocks.size / rows}  # fmt: skip
 
 
 # ---------------------------------------------------------------- ww_assets through Dagster
