@@ -353,9 +353,10 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 
 class _ServerConnection:
-    """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params.
-    The driver's errors are raised as `WarehouseError` (its message keeps the server's
-    `Code: N.`, which the retry classification reads)."""
+    """clickhouse-driver client from dagster-clickhouse, with server-side `{name:Type}` params;
+    inserts send the Arrow columns as Native blocks on the driver's connection
+    (`native_insert`). The driver's errors are raised as `WarehouseError` (its message keeps
+    the server's `Code: N.`, which the retry classification reads)."""
 
     creates_schema = False
     """A server's schema is created by `ww init` only (`history_store.ensure_schema`)."""

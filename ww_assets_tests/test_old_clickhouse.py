@@ -2,7 +2,9 @@
 from its extracted packages (`make test-old-clickhouse` fetches them with apt-get into
 `$WW_OLD_CLICKHOUSE` and runs this file). It speaks the native protocol to clickhouse-driver
 through dagster-clickhouse's resource, as a production server does; `ww doctor` and the first
-loads refuse it in one line and write nothing, not even the database."""
+loads refuse it in one line and write nothing, not even the database. Past the gate (bypassed
+on purpose), it is the one real server here to receive the server path's Native insert blocks
+over TCP and read them back."""
 
 from __future__ import annotations
 
@@ -210,3 +212,15 @@ def test_a_column_the_encoder_refuses_fails_the_insert_and_stores_nothing(old_se
     with pytest.raises(NativeEncodingError, match="column day: no Native encoding here for the ClickHouse type Date"):
         send_insert(client, "INSERT INTO refused (k, day) VALUES", table, {})
     assert client.execute("SELECT count() FROM refused") == [(0,)]
+
+
+def test_the_server_s_refusal_of_an_insert_is_a_warehouse_error_with_its_code(old_server: OldServer) -> None:
+    """Through `_ServerConnection.insert` (the gate bypassed): 18.16 knows no table `missing`."""
+    import pyarrow as pa
+
+    from ww_assets.warehouse import WarehouseError, _ServerConnection
+
+    conn = _ServerConnection(old_server.client(), "old server")
+    with pytest.raises(WarehouseError, match=r"^old server: Code: 60\.") as refused:
+        conn.insert("default.missing", pa.table({"k": pa.array([1], pa.uint64())}))
+    assert "default.missing" in str(refused.value), str(refused.value)

@@ -173,29 +173,35 @@ def _rows(conn) -> list[int]:  # type: ignore[no-untyped-def]
     return conn.query("SELECT x FROM db.t ORDER BY x").column("x").to_pylist()
 
 
-def test_a_server_streamed_insert_sends_groups_of_the_statement_size() -> None:
-    """Against a server, `insert_stream` gathers tables into one columnar INSERT of at least
-    `rows` rows (clickhouse-driver takes Python lists, so the default stays 200k rows).
-    (No ClickHouse server runs here: a stand-in records what the driver would be sent.)"""
+def test_a_server_streamed_insert_sends_groups_of_the_statement_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Against a server, `insert_stream` gathers tables into one INSERT of at least `rows` rows
+    (one Native block each). (No ClickHouse server runs here: `send_insert`, which would send
+    the statement on the driver's connection, is replaced by a recorder.)"""
+    import pyarrow as pa
+
+    from ww_assets import warehouse
     from ww_assets.warehouse import SERVER_INSERT_ROWS, _ServerConnection
 
-    class Recorder:
-        def __init__(self) -> None:
-            self.inserts: list[tuple[str, list[list[int]]]] = []
+    inserts: list[tuple[str, pa.Table]] = []
+    client = object()
 
-        def execute(self, sql: str, data: list[list[int]], **_: object) -> None:
-            self.inserts.append((sql, data))
+    def recorded(to: object, query: str, table: pa.Table, settings: dict[str, object]) -> int:
+        assert to is client and settings == warehouse.INSERT_SETTINGS
+        inserts.append((query, table))
+        return table.num_rows
 
-    client = Recorder()
+    monkeypatch.setattr(warehouse, "send_insert", recorded)
     conn = _ServerConnection(client)
     tables = _numbered(5, 100)
     assert [conn.insert_stream("db.t", tables, rows=150) for _ in range(4)] == [200, 200, 100, 0]
-    assert [sql for sql, _ in client.inserts] == ["INSERT INTO db.t (`x`) VALUES"] * 3
-    assert [data[0] for _, data in client.inserts] == [
+    assert [sql for sql, _ in inserts] == ["INSERT INTO db.t (`x`) VALUES"] * 3
+    assert [table.column("x").to_pylist() for _, table in inserts] == [
         list(range(0, 200)), list(range(200, 400)), list(range(400, 500))
     ]
     assert conn.insert_stream("db.t", _numbered(3, 100)) == 300  # under SERVER_INSERT_ROWS: one
-    assert len(client.inserts) == 4 and SERVER_INSERT_ROWS > 300
+    assert len(inserts) == 4 and SERVER_INSERT_ROWS > 300
 
 
 class _Answers:
