@@ -59,15 +59,11 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     from ww_assets.emulator import plant, store
     from ww_assets.historian import EmulatorHistorian
     from ww_assets.historian_meter import MeteredHistorian
-    from ww_assets.history_store import (
-        active_tags_by_chunk,
-        ensure_schema,
-        replace_slice,
-        tag_watermarks,
-    )
+    from ww_assets.history_store import active_tags_by_chunk, ensure_schema, replace_slice
     from ww_assets.reconcile_sql import compare_counts
     from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
     from ww_assets.warehouse import ChdbWarehouse, HeldSessions
+    from ww_assets.wonderware.resources import WarehouseResource
     from ww_assets.wonderware.sync_steps import append_reads, recount_late_points
 
     settings = Settings.from_env({})
@@ -82,6 +78,8 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     created_s = time.monotonic() - started
     client = MeteredHistorian(EmulatorHistorian(path, settings.tag_types))
     warehouse = ChdbWarehouse(root / "day" / "clickhouse", "wonderware")
+    # what the sync's steps write through, as in the asset
+    sink = WarehouseResource(chdb_path=str(warehouse.path), database=warehouse.database)
     refresh_catalog(client.list_tags(), warehouse, settings.tag_chunk_size)
     with warehouse.connect() as conn:
         ensure_schema(conn, warehouse.database)
@@ -121,9 +119,8 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
         inject(now)
         before_load = client.load.snapshot()
         began = time.monotonic()
-        with HeldSessions(warehouse) as held:
-            with held.connect() as conn:
-                marks = tag_watermarks(conn, held.database, horizon)
+        with sink.held_session():
+            marks = sink.tag_watermarks(horizon)
             end = now - SAFETY_MARGIN
             sweep = read_until is None or swept_until is None or (
                 (end - swept_until).total_seconds() >= settings.sync_sweep_interval_s)
@@ -134,7 +131,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
             silent = {} if sweep or read_until is None else silent_tags(
                 own_watermarks(tags, marks, DAY, horizon), min(read_until, end),
                 timedelta(seconds=settings.sync_lookback_s))  # fmt: skip
-            appended = append_reads(client, held, reads, silent, settings.sync_tags_per_read)
+            appended = append_reads(client, sink, reads, silent, settings.sync_tags_per_read)
             read_until = end
             swept_until = end if sweep else swept_until
             repaired = 0
@@ -142,7 +139,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
                 recounted_until = end
             elif (end - recounted_until).total_seconds() >= settings.sync_recount_interval_s:
                 since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
-                outcome = recount_late_points(client, held, tags, since, end, settings.sync_tags_per_read)
+                outcome = recount_late_points(client, sink, tags, since, end, settings.sync_tags_per_read)
                 repaired = outcome.stats.rows
                 recounted_until = end
         load = _diff(client.load.snapshot(), before_load)
@@ -153,7 +150,7 @@ def day_of_operation(root: Path, n_tags: int, hours: int) -> dict[str, Any]:
     end = DAY + timedelta(hours=hours) - SAFETY_MARGIN
     if recounted_until is not None and recounted_until < end:
         since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
-        final = recount_late_points(client, warehouse, tags, since, end, settings.sync_tags_per_read)
+        final = recount_late_points(client, sink, tags, since, end, settings.sync_tags_per_read)
         syncs[-1]["repaired_rows"] += final.stats.rows
         load = _diff(client.load.snapshot(), before_load)
         for kind in load:

@@ -199,4 +199,4 @@ def test_secrets_reach_the_resources_as_environment_variables(
                      "tag_cache": dg.EnvVar("REDIS_URL")}  # fmt: skip
     assert all(isinstance(v, dg.EnvVar) for v in shown.values())
     with dg.build_resources({"tag_cache": resources["tag_cache"]}) as built:
-        assert built.tag_cache.cache().url == secrets["REDIS_URL"]
+        assert built.tag_cache.url == secrets["REDIS_URL"]

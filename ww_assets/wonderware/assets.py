@@ -7,22 +7,12 @@ from functools import partial
 
 import dagster as dg
 
-from ww_assets.catalog import refresh_catalog
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import (
-    ROLLUP_TABLE,
-    SliceStats,
-    active_tags_by_chunk,
-    ensure_schema,
-    read_active_tags,
-    tag_watermarks,
-)
+from ww_assets.history_store import ROLLUP_TABLE, SliceStats
 from ww_assets.read_ahead import ReadsAhead
-from ww_assets.rollup_sql import replace_rollup_day
 from ww_assets.sync_plan import own_watermarks, plan_sync, silent_tags
-from ww_assets.warehouse import HeldSessions
 from ww_assets.wonderware.history_load import Slice, copy_read, partition_metadata
 from ww_assets.wonderware.keys import HISTORY_KEY, ROLLUP_KEY, SYNC_KEY, TAGS_KEY
 from ww_assets.wonderware.partitions import (
@@ -73,17 +63,17 @@ def build_tags_asset(settings: Settings) -> dg.AssetsDefinition:
         (`Sys*` excluded), each in a stable tag chunk. Registers new chunks as partitions of
         `wonderware/history` and refreshes the Redis tag-list cache."""
         discovered = with_retries(
-            context, "listing the historian's tags", historian.client().list_tags,
+            context, "listing the historian's tags", historian.list_tags,
             settings.backoff(),
         )
         with permanent_faults_fail_now("refreshing the tag catalog"):
             # Every chunk is (re)registered, the known ones being no-ops, before the catalog
             # is written: a run that fails in between leaves the catalog to find again.
-            change = refresh_catalog(
-                discovered, warehouse.warehouse(), settings.tag_chunk_size,
+            change = warehouse.refresh_catalog(
+                discovered, settings.tag_chunk_size,
                 partial(context.instance.add_dynamic_partitions, TAG_CHUNKS.name),
             )  # fmt: skip
-        cached = tag_cache.cache(context.log.warning).put(change.tags)
+        cached = tag_cache.cache_tags(change.tags, context.log.warning)
         context.log.info(
             f"{len(change.tags)} tags in {len(change.chunks)} chunks; "
             f"{len(change.new_tags)} new, {len(change.retired_tags)} retired; "
@@ -137,14 +127,13 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
         Each partition's metadata gives its own rows, tags, min/max DateTime, seconds and
         rows/s; `run_*` are the figures of the run that loaded it."""
         started = time.monotonic()
-        client = historian.client()
         keys = sorted(context.partition_keys)
         total = SliceStats()
-        # One session serves consecutive partitions (`HeldSessions`: its background merges go
-        # on); a sync or check that waits gets in after at most 5 s and one partition.
-        with gc_frozen(), HeldSessions(warehouse.warehouse()) as store:
+        # One session serves consecutive partitions (its background merges go on); a sync or
+        # check that waits gets in after at most 5 s and one partition.
+        with gc_frozen(), historian.metered() as load, warehouse.held_session():
             with permanent_faults_fail_now("reading the tag chunks from WonderwareTags"):
-                tags_by_chunk = read_active_tags(store)
+                tags_by_chunk = warehouse.active_tags()
             only = only_tags(context.run.tags)
             if only is not None:  # new tags: their chunk-mates' slices stay untouched, unread
                 tags_by_chunk = {c: [t for t in ts if t in only] for c, ts in tags_by_chunk.items()}
@@ -152,7 +141,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
             slices = [Slice.of(key, tags_by_chunk) for key in keys]
             # The next partition's read starts as soon as the current one is fetched whole.
             # A chunk whose tags are all retired reads nothing: their stored history stays.
-            opens = [partial(client.read_history, s.tags, s.start, s.end) if s.tags
+            opens = [partial(historian.read_history, s.tags, s.start, s.end) if s.tags
                      else partial(iter, ()) for s in slices]  # fmt: skip
             with ReadsAhead(opens) as reads:
                 for index, part in enumerate(slices):
@@ -160,7 +149,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
                     stats = with_retries(
                         context,
                         f"partition {part.key}",
-                        partial(copy_read, reads, index, store, part, read),
+                        partial(copy_read, reads, index, warehouse, part, read),
                         settings.backoff(),
                     )
                     total.merge(stats)
@@ -190,7 +179,7 @@ def build_history_asset(settings: Settings) -> dg.AssetsDefinition:
             "run_rows": total.rows,
             "run_duration_s": round(elapsed, 3),
             "run_rows_per_s": round(total.rows / elapsed, 1) if elapsed > 0 else 0.0,
-            **{f"run_{name}": value for name, value in client.load.metadata().items()},
+            **{f"run_{name}": value for name, value in load.metadata().items()},
         }
         for key in keys:
             context.add_asset_metadata(run, partition_key=key)
@@ -226,14 +215,10 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
         against ClickHouse's, and only what differs is read again."""
         started = time.monotonic()
         now = datetime.now(timezone.utc)
-        client = historian.client()
         horizon = day_bounds(now.date() - timedelta(days=settings.refresh_days))[0]
-        with HeldSessions(warehouse.warehouse()) as store:
+        with historian.metered() as load, warehouse.held_session():
             with permanent_faults_fail_now("reading the catalog and watermarks"):
-                with store.connect() as conn:
-                    ensure_schema(conn, store.database)
-                    tags_by_chunk = active_tags_by_chunk(conn, store.database)
-                    before = tag_watermarks(conn, store.database, horizon)
+                tags_by_chunk, before = warehouse.catalog_and_watermarks(horizon)
             if not tags_by_chunk:
                 raise dg.Failure(
                     "the tag catalog is empty: materialize wonderware/tags first",
@@ -271,7 +256,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
             )  # fmt: skip
             total = with_retries(
                 context, "sync",
-                partial(append_reads, client, store, reads, silent, settings.sync_tags_per_read),
+                partial(append_reads, historian, warehouse, reads, silent, settings.sync_tags_per_read),
                 settings.backoff(),
             )  # fmt: skip
             context.log.info(
@@ -286,7 +271,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 since = max(recounted_until - timedelta(seconds=settings.sync_lookback_s), horizon)
                 recount = with_retries(
                     context, "sync recount",
-                    partial(recount_late_points, client, store, tags, since, end, settings.sync_tags_per_read),
+                    partial(recount_late_points, historian, warehouse, tags, since, end, settings.sync_tags_per_read),
                     settings.backoff(),
                 )  # fmt: skip
                 recounted_until = end
@@ -295,8 +280,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                     f"intervals differed, {recount.stats.rows} rows read again"
                 )
                 total.merge(recount.stats)
-            with store.connect() as conn:
-                after = tag_watermarks(conn, store.database, horizon)
+            after = warehouse.tag_watermarks(horizon)
         newest = max(after.values(), default=None)
         advanced = sum(1 for tag, moment in after.items() if tag not in before or moment > before[tag])
         lag = (datetime.now(timezone.utc) - newest).total_seconds() if newest else None
@@ -319,7 +303,7 @@ def build_sync_asset(settings: Settings) -> dg.AssetsDefinition:
                 "newest_point": newest.isoformat() if newest else "",
                 "lag_seconds": dg.MetadataValue.float(round(lag, 1) if lag is not None else -1.0),
                 "duration_s": round(time.monotonic() - started, 3),
-                **client.load.metadata(),
+                **load.metadata(),
             }
         )
 
@@ -360,7 +344,7 @@ def build_rollup_asset(settings: Settings) -> dg.AssetsDefinition:
                 metadata={"coverage": dg.MetadataValue.table(coverage_records(verdicts), COVERAGE_SCHEMA)},
                 allow_retries=False,
             )
-        stats = replace_rollup_day(warehouse.warehouse(), day)
+        stats = warehouse.replace_rollup_day(day)
         context.log.info(
             f"{day}: {stats.rows} tag-minutes from {stats.points} points of {stats.tags} tags "
             f"into {ROLLUP_TABLE} in {stats.seconds:.2f}s"

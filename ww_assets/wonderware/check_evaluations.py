@@ -25,24 +25,18 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import read_active_tags
 from ww_assets.check_sql import (
     Duplicates,
     QualityReport,
     RangeReport,
     WindowReport,
     count_mismatches,
-    duplicate_keys,
     eu_range_report,
     quality_report,
     stored_counts,
-    summarize,
-    window_report,
 )
 from ww_assets.reconcile_sql import source_counts
-from ww_assets.warehouse import HeldSessions, Warehouse
 from ww_assets.wonderware.keys import (
     BLOCKING_CHECKS,
     EU_RANGE,
@@ -53,6 +47,7 @@ from ww_assets.wonderware.keys import (
     ROWCOUNT,
 )
 from ww_assets.wonderware.partitions import ROWS_READ, only_tags, split_key
+from ww_assets.wonderware.resources import HistorianResource, WarehouseResource
 
 
 @dataclass(frozen=True)
@@ -75,10 +70,12 @@ class _Chunk:
     """Partition key of each day, in day order."""
 
 
-def _chunks(keys: Sequence[str], store: Warehouse, only: set[str] | None) -> list[_Chunk]:
+def _chunks(
+    keys: Sequence[str], warehouse: WarehouseResource, only: set[str] | None
+) -> list[_Chunk]:
     """The run's chunks; with `only` (a new-tag run), just those tags: the load left the
     others' slices as they were verified before."""
-    tags_by_chunk = read_active_tags(store)
+    tags_by_chunk = warehouse.active_tags()
     chunks: dict[str, _Chunk] = {}
     for key in sorted(keys):
         chunk, day = split_key(key)
@@ -164,47 +161,47 @@ def history_evaluations(
     context: dg.AssetCheckExecutionContext,
     keys: list[str],
     selected: set[str],
-    client: HistorianClient,
-    warehouse: Warehouse,
+    historian: HistorianResource,
+    warehouse: WarehouseResource,
     limits: Limits,
     reuse_reads: bool,
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """The selected checks' evaluations of the partitions `keys`, chunk by chunk."""
     if not keys:
         return
-    store = HeldSessions(warehouse)
     now = datetime.now(timezone.utc)
     loads = _latest_loads(context, keys)
     targets = {key: target for key, (target, _) in loads.items()}
     # What this run's own loads read is the historian's count of their slices: a complete
     # day changes only by late data, which the reconciliation finds (no second pass here).
     read = {key: rows for key, (_, rows) in loads.items() if rows is not None and reuse_reads}
-    groups = _chunks(keys, store, only_tags(context.run.tags))
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="historian-count")
     try:
-        counting = {
-            group.chunk: pool.submit(
-                source_counts, client, group.tags, [d for d, k in group.days.items() if k not in read]
-            )
-            for group in groups
-            if ROWCOUNT in selected
-        }
         stored: dict[str, dict[date, dict[str, int]]] = {}
-        for group in groups:
-            with store.connect() as conn:
-                summary = summarize(conn, store.database, group.tags, list(group.days), now)
-                db = store.database
-                dups = duplicate_keys(conn, db, summary) if NO_DUPLICATES in selected else {}
-                windows = window_report(conn, db, summary) if IN_WINDOW in selected else {}
-            quality = quality_report(summary) if QUALITY in selected else {}
-            eu = eu_range_report(summary) if EU_RANGE in selected else {}
-            stored[group.chunk] = stored_counts(summary)
-            for day, key in group.days.items():
-                yield from _content_evaluations(
-                    key, day, targets.get(key), limits,
-                    dups.get(day), windows.get(day), quality.get(day), eu.get(day),
+        with warehouse.held_session():
+            groups = _chunks(keys, warehouse, only_tags(context.run.tags))
+            counting = {
+                group.chunk: pool.submit(
+                    source_counts, historian, group.tags,
+                    [d for d, k in group.days.items() if k not in read],
                 )  # fmt: skip
-        store.close()  # the historian's counts need no ClickHouse
+                for group in groups
+                if ROWCOUNT in selected
+            }
+            for group in groups:
+                summary, dups, windows = warehouse.check_days(
+                    group.tags, list(group.days), now,
+                    duplicates=NO_DUPLICATES in selected, windows=IN_WINDOW in selected,
+                )  # fmt: skip
+                quality = quality_report(summary) if QUALITY in selected else {}
+                eu = eu_range_report(summary) if EU_RANGE in selected else {}
+                stored[group.chunk] = stored_counts(summary)
+                for day, key in group.days.items():
+                    yield from _content_evaluations(
+                        key, day, targets.get(key), limits,
+                        dups.get(day), windows.get(day), quality.get(day), eu.get(day),
+                    )  # fmt: skip
+        # the session is closed: the historian's counts need no ClickHouse
         for group in groups:
             if group.chunk in counting:
                 expected = counting[group.chunk].result()
@@ -216,7 +213,6 @@ def history_evaluations(
                         stored[group.chunk][day], "historian COUNT" if counted else "load's read",
                     )  # fmt: skip
     finally:
-        store.close()
         pool.shutdown(cancel_futures=True)
 
 

@@ -8,8 +8,6 @@ import dagster as dg
 
 from ww_assets.config import Settings
 from ww_assets.gc_frozen import gc_frozen
-from ww_assets.check_sql import newest_point
-from ww_assets.history_store import ensure_schema
 from ww_assets.wonderware.check_evaluations import (
     Limits,
     history_evaluations,
@@ -93,7 +91,7 @@ def build_history_checks(settings: Settings) -> list[dg.AssetChecksDefinition]:
         keys = partitions_to_check(context)
         with gc_frozen():
             yield from history_evaluations(
-                context, keys, selected, historian.client(), warehouse.warehouse(), limits,
+                context, keys, selected, historian, warehouse, limits,
                 settings.rowcount_source == "load",
             )
         for spec_ in specs:
@@ -113,11 +111,8 @@ def build_sync_freshness_check(settings: Settings) -> dg.AssetChecksDefinition:
         """ERROR. The newest point in `WonderwareHistory` (not dated in the future) is at most
         WONDERWARE_FRESHNESS_MAX_LAG seconds old. Evaluated after every sync run, and by
         `history_sync_freshness_sensor` when the sync has not run for that long."""
-        store = warehouse.warehouse()
         now = datetime.now(timezone.utc)
-        with store.connect() as conn:
-            ensure_schema(conn, store.database)
-            newest = newest_point(conn, store.database, now)
+        newest = warehouse.newest_point(now)
         lag = (now - newest).total_seconds() if newest else None
         return dg.AssetCheckResult(
             passed=lag is not None and lag <= max_lag,

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import SliceStats, replace_slice
+from ww_assets.history_store import SliceStats
 from ww_assets.read_ahead import ReadsAhead
-from ww_assets.warehouse import Warehouse
 from ww_assets.wonderware.partitions import split_key
+from ww_assets.wonderware.resources import WarehouseResource
 
 
 def partition_metadata(stats: SliceStats) -> dict[str, object]:
@@ -53,7 +53,7 @@ class Slice(NamedTuple):
 def copy_read(
     reads: ReadsAhead[pa.RecordBatch],
     index: int,
-    store: Warehouse,
+    warehouse: WarehouseResource,
     part: Slice,
     read: dict[str, int],
 ) -> SliceStats:
@@ -62,7 +62,7 @@ def copy_read(
     read.clear()
     read.update(dict.fromkeys(part.tags, 0))
     with reads.read(index) as batches:
-        return replace_slice(store, part.tags, part.start, part.end, _tally(batches, read))
+        return warehouse.replace_slice(part.tags, part.start, part.end, _tally(batches, read))
 
 
 def _tally(batches: Iterable[pa.RecordBatch], read: dict[str, int]) -> Iterator[pa.RecordBatch]:

@@ -1,33 +1,42 @@
 """The steps of the incremental sync: appending its planned reads, the recount of late
 points, and what it takes from the instance (the previous sync's marks, the first start)."""
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from typing import Protocol
 
 import dagster as dg
 import pyarrow as pa
 
 from ww_assets.config import Settings
-from ww_assets.historian import HistorianClient
 from ww_assets.history_query import day_bounds
-from ww_assets.history_store import SliceStats, append_after, counts_by_bucket, replace_slice
+from ww_assets.history_store import SliceStats
 from ww_assets.read_ahead import ReadsAhead
+from ww_assets.reconcile_sql import PointCounter
 from ww_assets.sync_plan import SyncRead, recount_buckets, sweep_reads
-from ww_assets.warehouse import Warehouse
 from ww_assets.wonderware.keys import HISTORY_KEY, SYNC_KEY
 from ww_assets.wonderware.partitions import split_key
-from ww_assets.wonderware.resources import TagCacheResource
+from ww_assets.wonderware.resources import TagCacheResource, WarehouseResource
 
 RECOUNT_BUCKET = timedelta(minutes=15)
 """The recount compares counts per tag and quarter hour; a difference re-reads that much."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+class HistoryReader(PointCounter, Protocol):
+    """What the sync reads the historian through: the `HistorianResource` (the bench passes a
+    metered client)."""
+
+    def read_history(
+        self, tags: Sequence[str], start: datetime, end: datetime, /
+    ) -> Iterator[pa.RecordBatch]: ...
+
+
 def append_reads(
-    client: HistorianClient,
-    store: Warehouse,
+    historian: HistoryReader,
+    warehouse: WarehouseResource,
     reads: list[SyncRead],
     silent: Mapping[str, datetime] | None = None,
     max_tags: int = 500,
@@ -37,21 +46,25 @@ def append_reads(
     a while and not swept by `reads`, with their watermark; those with new rows now woke up,
     and what they stored between their watermark and the reads' start (a store-and-forward
     burst that came with the live points) is read too."""
-    stats = _append(client, store, reads)
+    stats = _append(historian, warehouse, reads)
     woken = {tag: mark for tag, mark in (silent or {}).items() if tag in stats.tags_with_rows}
     if woken:
-        stats.merge(_append(client, store, sweep_reads(woken, min(r.start for r in reads), max_tags)))
+        stats.merge(
+            _append(historian, warehouse, sweep_reads(woken, min(r.start for r in reads), max_tags))
+        )
     return stats
 
 
-def _append(client: HistorianClient, store: Warehouse, reads: list[SyncRead]) -> SliceStats:
+def _append(
+    historian: HistoryReader, warehouse: WarehouseResource, reads: list[SyncRead]
+) -> SliceStats:
     if not reads:
         return SliceStats()
     after: dict[str, datetime] = {}
     for read in reads:  # a swept tag is in two reads: its own watermark is the earlier mark
         for tag, mark in zip(read.tags, read.after):
             after[tag] = min(mark, after.get(tag, mark))
-    opens = [partial(client.read_history, r.tags, r.start, r.end) for r in reads]
+    opens = [partial(historian.read_history, r.tags, r.start, r.end) for r in reads]
 
     def batches() -> Iterator[pa.RecordBatch]:
         with ReadsAhead(opens) as ahead:
@@ -59,7 +72,7 @@ def _append(client: HistorianClient, store: Warehouse, reads: list[SyncRead]) ->
                 with ahead.read(index) as part:
                     yield from part
 
-    return append_after(store, after, max(r.end for r in reads), batches())
+    return warehouse.append_after(after, max(r.end for r in reads), batches())
 
 
 @dataclass
@@ -69,8 +82,8 @@ class Recount:
 
 
 def recount_late_points(
-    client: HistorianClient,
-    store: Warehouse,
+    historian: HistoryReader,
+    warehouse: WarehouseResource,
     tags: list[str],
     since: datetime,
     end: datetime,
@@ -83,19 +96,18 @@ def recount_late_points(
     result = Recount()
     if not buckets or not tags:
         return result
-    with store.connect() as conn:
-        stored = counts_by_bucket(
-            conn, store.database, tags, buckets[0][0], end, int(RECOUNT_BUCKET.total_seconds())
-        )
+    stored = warehouse.counts_by_bucket(
+        tags, buckets[0][0], end, int(RECOUNT_BUCKET.total_seconds())
+    )
     for start, stop in buckets:
         differing: list[str] = []
         for first in range(0, len(tags), per_read):
             group = tags[first:first + per_read]
-            counted = client.count_points(group, start, stop)
+            counted = historian.count_points(group, start, stop)
             differing += [t for t in group if counted.get(t, 0) != stored.get((t, start), 0)]
         if differing:
-            stats = replace_slice(
-                store, differing, start, stop, client.read_history(differing, start, stop)
+            stats = warehouse.replace_slice(
+                differing, start, stop, historian.read_history(differing, start, stop)
             )
             result.stats.merge(stats)
             result.repaired += [(t, start) for t in differing]
@@ -122,10 +134,9 @@ def limit_to_cached_tags(
     context: dg.AssetExecutionContext,
 ) -> dict[str, list[str]]:
     """The Redis tag list rules between catalog refreshes; the catalog gives the chunks."""
-    cache = tag_cache.cache(context.log.warning)
-    cached = cache.get()
+    every = sorted(t for tags in tags_by_chunk.values() for t in tags)
+    cached = tag_cache.cached_tags_or_cache(every, context.log.warning)
     if cached is None:
-        cache.put(sorted(t for tags in tags_by_chunk.values() for t in tags))
         return tags_by_chunk
     wanted = set(cached)
     return {c: [t for t in tags if t in wanted] for c, tags in tags_by_chunk.items()}
