@@ -71,6 +71,17 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
         assert all(e and e["evaluation"]["success"] for e in latest.values()), latest
         clock.lap("Execute all: every partition's checks passed")
 
+        # the rollup sensor rolls up both verified days by itself; waiting for it also keeps the
+        # corruption below from landing under a rollup already requested (its gate would fail it)
+        def rolled_up_days() -> set[str]:
+            done = ui_graphql.runs(graphql, {"dagster/sensor_name": ROLLUP_SENSOR}, ["SUCCESS"])
+            return {t["value"] for r in done for t in r["tags"] if t["key"] == "dagster/partition"}
+
+        wait_for("the rollup sensor's runs of both backfilled days",
+                 lambda: rolled_up_days() >= {str(first), str(last)},
+                 timeout_s=300, interval_s=2, alive=ui.check_alive)
+        clock.lap("rollup sensor: both days rolled up")
+
         # quiet must not mean blind: rows deleted in ClickHouse turn that partition's count red
         reload_key = f"{chunks[-1]}|{first}"
         delete_one_tag_day(settings, catalog_tags(settings, [chunks[-1]])[0], first)
@@ -104,6 +115,8 @@ def test_ui_backfill_cli_partition_and_sync_sensor(
         clock.lap("sync sensor run succeeded")
         shut_down(ui, clock, expected_failures=[corrupted["runId"]])
 
+
+ROLLUP_SENSOR = "history_rollup_sensor"
 
 CHECK_LAUNCHER = """
 query CheckLauncher($path: [String!]!) {
