@@ -346,10 +346,15 @@ def check_server(client: Any, where: str) -> str:
     return version
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
+@contextmanager
+def _driver_errors_as_warehouse_errors(where: str) -> Iterator[None]:
+    """clickhouse-driver's errors, and the socket's, raised as `WarehouseError` naming `where`."""
     from clickhouse_driver.errors import Error
 
-    return (Error, OSError, EOFError)
+    try:
+        yield
+    except (Error, OSError, EOFError) as error:
+        raise WarehouseError(f"{where}: {error}") from error
 
 
 class _ServerConnection:
@@ -375,10 +380,8 @@ class _ServerConnection:
 
     def insert(self, table: str, data: pa.Table) -> None:
         columns = ", ".join(f"`{name}`" for name in data.column_names)
-        try:
+        with _driver_errors_as_warehouse_errors(self._where):
             send_insert(self._client, f"INSERT INTO {table} ({columns}) VALUES", data, INSERT_SETTINGS)
-        except _driver_errors() as error:
-            raise WarehouseError(f"{self._where}: {error}") from error
 
     def insert_stream(self, table: str, tables: Iterator[pa.Table], rows: int | None = None) -> int:
         group = first_rows(tables, rows or SERVER_INSERT_ROWS)
@@ -392,10 +395,8 @@ class _ServerConnection:
         return self._call(sql, values, **kwargs)
 
     def _call(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _driver_errors_as_warehouse_errors(self._where):
             return self._client.execute(sql, *args, **kwargs)
-        except _driver_errors() as error:
-            raise WarehouseError(f"{self._where}: {error}") from error
 
 
 class ServerWarehouse:
@@ -422,10 +423,8 @@ class ServerWarehouse:
         where = f"ClickHouse server {self.resource.host}:{self.resource.port}"
         with self.resource.get_connection() as client:
             if where not in _checked_servers:
-                try:
+                with _driver_errors_as_warehouse_errors(self.describe()):
                     check_server(client, where)
-                except _driver_errors() as error:
-                    raise WarehouseError(f"{self.describe()}: {error}") from error
                 _checked_servers.add(where)
             yield _ServerConnection(client, where)
 
